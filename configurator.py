@@ -1,0 +1,106 @@
+"""
+Config overrides for the scripts, nanoGPT style. A script defines its defaults as plain globals, then calls
+
+    config = configure(globals(), config_keys)
+
+which applies, in order: config files (`config/x.py`, plain assignments) and `--key=value` arguments. Values are
+parsed with ast.literal_eval (a value that is not a Python literal stays a string) and must have the type of the
+default: an int is accepted for a float, and a default of None or 'auto' accepts any type. Unknown keys, in a
+file or on the command line, are errors that name the closest valid keys.
+
+Inside a Jupyter/Kaggle kernel sys.argv holds the kernel's own arguments (`-f .../kernel-xyz.json`); those are
+ignored, so pasting a script into a cell runs it with its defaults, and `%run train.py config/x.py --k=v` works.
+"""
+
+import ast
+import difflib
+import sys
+
+
+def _closest(key, keys):
+    near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(near)}?" if near else "; run with --help to list the valid keys"
+
+
+def _check_type(key, value, default):
+    if default is None or default == "auto" or value is None:
+        return value
+    if isinstance(default, bool):  # bool before int: bool is a subclass of int
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, type(default)):
+        return value
+    raise SystemExit(
+        f"error: --{key}={value!r} has type {type(value).__name__}, but {key} takes a {type(default).__name__} "
+        f"(default {default!r})"
+    )
+
+
+def _parse_value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as --dataset=tinystories
+
+
+def _kernel_argv(argv):
+    """True when argv belongs to a Jupyter/IPython kernel rather than to the user."""
+    launcher = argv[0] if argv else ""
+    return "ipykernel" in launcher or "colab_kernel_launcher" in launcher
+
+
+def configure(namespace, keys, argv=None):
+    """Apply config files and --key=value overrides to namespace (a script's globals()); return the config dict."""
+    if argv is None:
+        argv = [] if _kernel_argv(sys.argv) else sys.argv[1:]
+    keys = list(keys)
+    if "--help" in argv or "-h" in argv:
+        print("valid keys and their defaults:\n" + "\n".join(f"  --{k}={namespace[k]!r}" for k in keys))
+        raise SystemExit(0)
+    argv = list(argv)
+    while argv:
+        arg = argv.pop(0)
+        if arg == "-f" and argv and argv[0].endswith(".json"):  # a kernel's connection file: not ours
+            argv.pop(0)
+            continue
+        if not arg.startswith("--"):
+            _apply_file(namespace, keys, arg)
+            continue
+        key, sep, text = arg[2:].partition("=")  # split on the first '=' only: --run_name=a=b is fine
+        if not sep:
+            raise SystemExit(f"error: argument {arg!r} must look like --key=value")
+        if key not in keys:
+            raise SystemExit(f"error: unknown config key {key!r}{_closest(key, keys)}")
+        namespace[key] = _check_type(key, _parse_value(text), namespace[key])
+        print(f"override: {key} = {namespace[key]!r}")
+    return {k: namespace[k] for k in keys}
+
+
+def _apply_file(namespace, keys, path):
+    try:
+        with open(path) as f:
+            source = f.read()
+    except OSError as e:
+        raise SystemExit(f"error: cannot read config file {path!r} ({e.strerror}); config files live in config/")
+    print(f"config file: {path}")
+    scope = {k: namespace[k] for k in keys}  # a file may refer to earlier values, e.g. batch_size * 2
+    exec(compile(source, path, "exec"), {}, scope)
+    for key, value in scope.items():
+        if key.startswith("_") or _is_helper(value):
+            continue
+        if key not in keys:
+            raise SystemExit(f"error: unknown config key {key!r} in {path}{_closest(key, keys)}")
+        if value is not namespace[key] and value != namespace[key]:
+            namespace[key] = _check_type(key, value, namespace[key])
+            print(f"  {key} = {namespace[key]!r}")
+
+
+def _is_helper(value):
+    """Config files may import helpers (math, os); modules, functions and classes are not config values."""
+    return callable(value) or type(value).__name__ == "module"
