@@ -5,6 +5,8 @@ finding prepared data, the batch loader (the one place where targets are shifted
 
 import json
 import os
+import random
+import shutil
 import sys
 from contextlib import nullcontext
 
@@ -163,6 +165,38 @@ class BatchLoader:
 
 # -----------------------------------------------------------------------------
 # checkpoints
+
+
+def get_rng_state():
+    """Every random number generator training touches, as tensors and plain lists (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
+    np.random.set_state((state["numpy"][0], np.array(state["numpy"][1], dtype=np.uint32), *state["numpy"][2:]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def peak_memory_mb(device_type):
+    """Peak memory so far: allocated tensors on a GPU, the process's resident set on a CPU."""
+    if device_type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource  # not on Windows, which has no CPU training worth measuring here anyway
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def copy_atomic(src, dst):
+    shutil.copyfile(src, dst + ".tmp")
+    os.replace(dst + ".tmp", dst)
 
 
 def save_checkpoint(checkpoint, path):

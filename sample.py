@@ -33,12 +33,12 @@ device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=Fal
 ckpt_path = {"latest": os.path.join(out_dir, "ckpt.pt"), "best": os.path.join(out_dir, "best.pt")}.get(checkpoint, checkpoint)
 ckpt = common.load_checkpoint(ckpt_path, device)
 meta = common.read_json(os.path.join(out_dir, "meta.json"))
-enc = get_tokenizer(meta["tokenizer"])
-if ckpt["model_args"]["vocab_size"] != enc.vocab_size:
+if ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
     raise SystemExit(
         f"error: {ckpt_path} was trained with vocab_size {ckpt['model_args']['vocab_size']} but {out_dir}/meta.json's "
-        f"tokenizer {meta['tokenizer']!r} has {enc.vocab_size}; the checkpoint and meta.json come from different runs"
+        f"tokenizer {meta['tokenizer']!r} has {meta['vocab_size']}; the checkpoint and meta.json come from different runs"
     )
+enc = get_tokenizer(meta["tokenizer"])
 model = create_model(ckpt["model_type"], ckpt["model_args"])
 try:
     model.load_state_dict(ckpt["model"])

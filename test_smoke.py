@@ -1,0 +1,106 @@
+"""End to end, as a user runs it: prepare -> train -> sample, and the one-line errors of bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8", "--eval_iters=2",
+        "--device=cpu", "--dtype=float32", "--compile=False"]
+
+
+def run(script, *args, check=True):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small synthetic_stories dataset and a model trained on it for 60 iterations."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    data, out = str(tmp / "data"), str(tmp / "out")
+    run("prepare.py", "--dataset=synthetic_stories", "--num_bytes=300000", f"--out_dir={data}")
+    run("train.py", f"--dataset={data}", f"--out_dir={out}", "--max_iters=60", "--eval_interval=30",
+        "--log_interval=10", "--learning_rate=3e-3", "--warmup_iters=5", *TINY)
+    return data, out
+
+
+def test_prepare_writes_bins_and_meta(trained):
+    data, _ = trained
+    meta = json.load(open(os.path.join(data, "meta.json")))
+    assert meta["tokenizer"] == "bytes" and meta["vocab_size"] == 257 and meta["dtype"] == "uint16"
+    for split in ("train", "val"):
+        tokens = np.memmap(os.path.join(data, f"{split}.bin"), dtype=np.dtype(meta["dtype"]), mode="r")
+        assert len(tokens) == meta[f"{split}_tokens"] > 0
+        assert tokens.max() < meta["vocab_size"]
+        assert (tokens == meta["eot_token"]).sum() == meta[f"{split}_documents"]  # one end-of-text per document
+        assert tokens[-1] == meta["eot_token"]
+
+
+def test_training_lowers_the_loss_and_writes_its_files(trained):
+    _, out = trained
+    for name in ("ckpt.pt", "best.pt", "config.json", "meta.json", "log.csv"):
+        assert os.path.exists(os.path.join(out, name)), name
+    rows = [line.split(",") for line in open(os.path.join(out, "log.csv")).read().splitlines()[1:]]
+    val = [float(r[2]) for r in rows if r[2]]
+    assert val[0] > 5.0 and val[-1] < val[0] - 1.0, val  # starts near ln(257) = 5.55 and drops
+    ckpt = torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)  # no pickled code in checkpoints
+    assert ckpt["iter_num"] == 60 and not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+
+
+def test_sample_decodes_from_out_dir_alone(trained):
+    _, out = trained
+    proc = run("sample.py", f"--out_dir={out}", "--start=Once upon a time", "--num_samples=2",
+               "--max_new_tokens=40", "--device=cpu")
+    assert proc.stdout.count("Once upon a time") == 2
+
+
+def test_sample_is_reproducible_with_a_seed(trained):
+    _, out = trained
+    args = (f"--out_dir={out}", "--num_samples=1", "--max_new_tokens=30", "--device=cpu", "--seed=5")
+    assert run("sample.py", *args).stdout == run("sample.py", *args).stdout
+
+
+def test_missing_dataset_says_how_to_prepare_it(tmp_path):
+    proc = run("train.py", "--dataset=no_such_dataset", f"--out_dir={tmp_path}", check=False)
+    assert_one_line_error(proc, "python prepare.py --dataset=no_such_dataset")
+
+
+def test_unknown_key_and_wrong_type_are_one_line_errors():
+    assert_one_line_error(run("train.py", "--n_embed=64", check=False), "n_embed", "n_embd")
+    assert_one_line_error(run("train.py", "--batch_size=big", check=False), "batch_size")
+    assert_one_line_error(run("sample.py", "--temprature=0.5", check=False), "temperature")
+
+
+def test_resume_with_another_architecture_is_a_clear_error(trained, tmp_path):
+    data, out = trained
+    proc = run("train.py", f"--dataset={data}", f"--out_dir={out}", "--init_from=resume",
+               *[a for a in TINY if not a.startswith("--n_layer")], "--n_layer=3", check=False)
+    assert_one_line_error(proc, "n_layer")
+
+
+def test_checkpoint_and_meta_with_different_vocab_is_a_clear_error(trained, tmp_path):
+    _, out = trained
+    bad = tmp_path / "out"
+    bad.mkdir()
+    os.link(os.path.join(out, "ckpt.pt"), bad / "ckpt.pt")
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    (bad / "meta.json").write_text(json.dumps({**meta, "tokenizer": "gpt2", "vocab_size": 50257}))
+    proc = run("sample.py", f"--out_dir={bad}", "--device=cpu", check=False)
+    assert_one_line_error(proc, "vocab")

@@ -1,0 +1,163 @@
+"""train.py for real runs: exact resume after a kill, atomic checkpoints, stopping rules, DDP, notebooks, configs."""
+
+import glob
+import os
+import re
+import runpy
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import common
+from conftest import REPO, TINY_MODEL, read_log, run_script
+
+
+def train_args(data, out, *extra):
+    return [f"--dataset={data}", f"--out_dir={out}", *TINY_MODEL, *extra]
+
+
+def losses_by_iter(rows):
+    """The training loss of each logged iteration; a resumed run's rows replace the killed run's for the same iter."""
+    return {int(r["iter"]): r["loss"] for r in rows if r["loss"]}
+
+
+def test_resume_after_sigkill_is_bit_exact(tiny_dataset, tmp_path):
+    N = 12
+    # dropout on: resume must restore the RNG as well as weights, optimizer and data order
+    args = ["--max_iters=24", f"--eval_interval={N}", "--log_interval=1", "--dropout=0.1", "--learning_rate=3e-3",
+            "--warmup_iters=4", "--checkpoint_minutes=0"]
+    run_script("train.py", *train_args(tiny_dataset, tmp_path / "whole", *args))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "train.py", *train_args(tiny_dataset, killed, *args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if line.startswith(f"eval {N}:"):  # ckpt.pt at iteration N is on disk before this eval line
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert torch.load(killed / "ckpt.pt", weights_only=True)["iter_num"] == N
+    run_script("train.py", *train_args(tiny_dataset, killed, *args, "--init_from=resume"))
+
+    whole, resumed = losses_by_iter(read_log(tmp_path / "whole")), losses_by_iter(read_log(killed))
+    assert sorted(whole) == list(range(1, 25))
+    assert resumed == whole  # full-precision strings: bit for bit
+    assert read_log(killed)[-1]["val_loss"] == read_log(tmp_path / "whole")[-1]["val_loss"]
+
+
+def test_checkpoint_interrupted_mid_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt.pt")
+    common.save_checkpoint({"iter_num": 1, "model": {"w": torch.ones(3)}}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f):
+        real_save(obj, f)
+        with open(f, "r+b") as fh:  # a half-written file, then the machine dies
+            fh.truncate(10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        common.save_checkpoint({"iter_num": 2, "model": {"w": torch.zeros(3)}}, path)
+    assert common.load_checkpoint(path)["iter_num"] == 1  # the loader train.py and sample.py use
+
+
+def test_scratch_run_never_overwrites_a_checkpoint(tiny_dataset, tmp_path):
+    run_script("train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=2", "--eval_interval=2"))
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    proc = run_script("train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=2"), check=False)
+    assert proc.returncode != 0 and "--init_from=resume" in proc.stderr
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+
+
+def test_early_stopping(tiny_dataset, tmp_path):
+    # learning rate 0: the val loss never improves after the first eval
+    proc = run_script("train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=1000", "--eval_interval=5",
+                                              "--early_stopping_patience=2", "--learning_rate=0", "--decay_lr=False"))
+    assert "early stopping" in proc.stdout
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 10
+
+
+def test_time_budget_saves_and_stops_then_resumes(tiny_dataset, tmp_path):
+    proc = run_script("train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=1000000", "--eval_interval=100000",
+                                              "--max_minutes=0.03"))
+    assert "time budget" in proc.stdout
+    it = torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"]
+    assert 0 < it < 1000000
+    run_script("train.py", *train_args(tiny_dataset, tmp_path, "--init_from=resume", f"--max_iters={it + 3}"))
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == it + 3
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
+    proc = subprocess.Popen([sys.executable, "train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=1000000",
+                                                                     "--eval_interval=100000", "--log_interval=5")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if line.startswith("iter 10/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0, rest
+    assert "stopped by SIGTERM" in rest
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] >= 10
+
+
+def test_two_process_ddp_on_cpu_trains_evaluates_and_checkpoints(tiny_dataset, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           *train_args(tiny_dataset, tmp_path, "--max_iters=6", "--eval_interval=3", "--log_interval=1",
+                       "--gradient_accumulation_steps=2")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)  # a hang fails, not blocks
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 micro-steps x 2 processes" in proc.stdout  # accumulation divided by the world size
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == 6 and len(ckpt["train_loader"]) == 2
+    a, b = (s["generator"] for s in ckpt["train_loader"])
+    assert not torch.equal(a, b)  # every process draws its own data stream
+    assert proc.stdout.count("eval 6:") == 1  # rank 0 alone logs
+    rows = read_log(tmp_path)
+    assert [r["iter"] for r in rows if r["loss"]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_run_as_in_a_notebook(tiny_dataset, tmp_path, monkeypatch):
+    # `%run train.py --key=value` in a cell: IPython puts the script and its arguments in sys.argv
+    monkeypatch.setattr(sys, "argv", ["train.py", *train_args(tiny_dataset, tmp_path / "a", "--max_iters=3")])
+    handler = signal.getsignal(signal.SIGINT)
+    runpy.run_path(os.path.join(REPO, "train.py"), run_name="__main__")
+    assert torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["iter_num"] == 3
+    assert signal.getsignal(signal.SIGINT) is handler  # the kernel gets its Ctrl-C back
+
+    # train.py's text pasted into a cell and edited there: sys.argv holds the kernel's own arguments
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/site-packages/ipykernel_launcher.py", "-f",
+                                      "/root/.local/share/jupyter/runtime/kernel-1234.json"])
+    source = open(os.path.join(REPO, "train.py")).read()
+    edits = {"dataset": repr(tiny_dataset), "out_dir": repr(str(tmp_path / "b")), "max_iters": "3", "n_layer": "1",
+             "n_embd": "32", "n_head": "2", "block_size": "32", "batch_size": "4", "eval_iters": "1"}
+    for key, value in edits.items():
+        source, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", source, count=1, flags=re.M)
+        assert n == 1, key
+    monkeypatch.chdir(REPO)
+    exec(compile(source, "<cell>", "exec"), {"__name__": "__main__"})
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["iter_num"] == 3
+
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "config", "*.py")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
+def test_config_file_loads_and_trains_scaled_down(path, tiny_dataset, tmp_path, monkeypatch):
+    text = open(path).read()
+    set_keys = set(re.findall(r"^(\w+)\s*=", text, flags=re.M))
+    scaled = ["--n_layer=1", "--n_head=2", "--n_embd=32"]
+    scaled += ["--n_kv_head=1"] * ("n_kv_head" in set_keys) + ["--embedding_rank=8"] * ("embedding_rank" in set_keys)
+    scaled += ["--mlp_internal_dim_multiplier=4"] * ("mlp_internal_dim_multiplier" in set_keys)
+    monkeypatch.setattr(sys, "argv", ["train.py", path, *train_args(tiny_dataset, tmp_path, *scaled, "--max_iters=2",
+                                                                    "--eval_interval=2", "--warmup_iters=1",
+                                                                    "--gradient_accumulation_steps=1")])
+    runpy.run_path(os.path.join(REPO, "train.py"), run_name="__main__")
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 2
