@@ -1,0 +1,20 @@
+# the README demo: a ~0.8M-parameter byte-level GPT on the offline synthetic_stories corpus, on a laptop CPU
+# python prepare.py --dataset=synthetic_stories && python train.py config/train_demo_cpu.py
+out_dir = "out-demo"
+dataset = "synthetic_stories"
+device = "cpu"
+compile = False
+n_layer = 4
+n_head = 4
+n_embd = 128
+block_size = 128
+batch_size = 32
+dropout = 0.0
+learning_rate = 2e-3
+min_lr = 2e-4
+warmup_iters = 50
+max_iters = 1000
+eval_interval = 200
+eval_iters = 10
+log_interval = 50
+max_minutes = 4.5  # a slower laptop stops early (and saves) rather than running past five minutes
