@@ -161,3 +161,38 @@ def test_config_file_loads_and_trains_scaled_down(path, tiny_dataset, tmp_path, 
                                                                     "--gradient_accumulation_steps=1")])
     runpy.run_path(os.path.join(REPO, "train.py"), run_name="__main__")
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 2
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tiny_dataset, tmp_path, monkeypatch):
+    # every gradient norm comes back NaN: no step may touch the weights, and the run stops with a message
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: torch.tensor(float("nan")))
+    monkeypatch.setattr(sys, "argv", ["train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=50",
+                                                              "--eval_interval=2", "--max_skipped_steps=3")])
+    with pytest.raises(SystemExit, match="3 non-finite steps in a row") as e:
+        runpy.run_path(os.path.join(REPO, "train.py"), run_name="__main__")
+    assert "\n" not in str(e.value)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # saved at iteration 2, from untouched weights
+    torch.manual_seed(1337)  # train.py's seed: the initial weights
+    from model import create_model
+
+    fresh = create_model("gpt", ckpt["model_args"]).state_dict()
+    assert all(torch.equal(fresh[k], v) for k, v in ckpt["model"].items())
+
+
+@pytest.mark.parametrize("capability, asked, expect_dtype, expect_compile", [
+    ((6, 0), ("auto", "auto"), "float16", False),  # P100: no bf16, no Triton
+    ((7, 5), ("bfloat16", True), "float16", True),  # T4: bf16 only emulated -> fp16
+    ((8, 0), ("auto", "auto"), "bfloat16", True),  # A100
+    ((6, 0), ("float32", True), "float32", False),  # an explicit compile on a P100 is turned off
+])
+def test_auto_device_choices(capability, asked, expect_dtype, expect_compile, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    monkeypatch.setattr(common, "_compile_problem", lambda cc: "old GPU" if cc < (7, 0) else None)
+    device, device_type, dtype, compile = common.resolve_device("auto", *asked)
+    assert (device, dtype, compile) == ("cuda", expect_dtype, expect_compile)
+
+
+def test_compile_is_refused_below_compute_capability_7():
+    assert "7.0" in common._compile_problem((6, 0))
