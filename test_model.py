@@ -143,3 +143,14 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
 def test_sequence_longer_than_block_size_is_a_clear_error():
     with pytest.raises(ValueError, match="block_size"):
         tiny_gpt()(torch.zeros((1, 17), dtype=torch.long))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
+    grads = []
+    for flag in (False, True):
+        model = tiny_gpt(gradient_checkpointing=flag)
+        model(x, x.roll(-1, dims=1))[1].backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
