@@ -36,7 +36,8 @@ def load_documents():
     if dataset == "synthetic_stories":
         from synthetic_stories import generate_stories
 
-        return f"synthetic_stories (generated here: seed={seed}, num_bytes={num_bytes})", list(generate_stories(num_bytes, seed))
+        source = f"synthetic_stories (generated here: seed={seed}, num_bytes={num_bytes})"
+        return source, list(generate_stories(num_bytes, seed))
     raise SystemExit(f"error: unknown --dataset={dataset!r}; available: synthetic_stories")
 
 

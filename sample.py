@@ -30,13 +30,15 @@ config_keys = [k for k, v in globals().items() if not k.startswith("_") and isin
 configure(globals(), config_keys)
 
 device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
-ckpt_path = {"latest": os.path.join(out_dir, "ckpt.pt"), "best": os.path.join(out_dir, "best.pt")}.get(checkpoint, checkpoint)
+ckpt_path = {"latest": "ckpt.pt", "best": "best.pt"}.get(checkpoint)
+ckpt_path = os.path.join(out_dir, ckpt_path) if ckpt_path else checkpoint
 ckpt = common.load_checkpoint(ckpt_path, device)
 meta = common.read_json(os.path.join(out_dir, "meta.json"))
 if ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
     raise SystemExit(
         f"error: {ckpt_path} was trained with vocab_size {ckpt['model_args']['vocab_size']} but {out_dir}/meta.json's "
-        f"tokenizer {meta['tokenizer']!r} has {meta['vocab_size']}; the checkpoint and meta.json come from different runs"
+        f"tokenizer {meta['tokenizer']!r} has {meta['vocab_size']}; the checkpoint and meta.json come from different "
+        "runs"
     )
 enc = get_tokenizer(meta["tokenizer"])
 model = create_model(ckpt["model_type"], ckpt["model_args"])
@@ -46,13 +48,15 @@ except RuntimeError as e:
     first = str(e).strip().splitlines()[1] if len(str(e).splitlines()) > 1 else str(e)
     raise SystemExit(f"error: {ckpt_path} does not match its model_args ({first.strip()})")
 model.eval().to(device)
-print(f"loaded {ckpt_path} (iteration {ckpt['iter_num']}, {ckpt['model_type']}, {model.num_params() / 1e6:.2f}M parameters)")
+print(f"loaded {ckpt_path} (iteration {ckpt['iter_num']}, {ckpt['model_type']}, "
+      f"{model.num_params() / 1e6:.2f}M parameters)")
 
 prompt = enc.encode(start) if start else [enc.eot_token]
 x = torch.tensor([prompt] * num_samples, dtype=torch.long, device=device)
 generator = torch.Generator(device=device).manual_seed(seed)
 with torch.no_grad(), common.autocast(device_type, dtype):
-    y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p, generator=generator)
+    y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,
+                       generator=generator)
 for row in y.tolist():
     new = row[len(prompt):]
     if enc.eot_token in new:  # a story ends at end-of-text

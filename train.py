@@ -81,7 +81,8 @@ dtype = "auto"  # 'auto', 'float32', 'bfloat16', 'float16'
 compile = "auto"  # 'auto', True, False
 seed = 1337
 # -----------------------------------------------------------------------------
-config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))]
+config_keys = [k for k, v in globals().items()
+               if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))]
 defaults = {k: globals()[k] for k in config_keys}
 config = configure(globals(), config_keys)
 # -----------------------------------------------------------------------------
@@ -360,9 +361,9 @@ while True:
                 scaler.scale(loss).backward()
             loss_sum += loss.detach()
     except torch.cuda.OutOfMemoryError:
-        raise SystemExit(f"error: CUDA out of memory at batch_size={batch_size}, block_size={block_size}: try a smaller "
-                         "--batch_size with a larger --gradient_accumulation_steps (same tokens per step), a smaller "
-                         "--block_size, or --gradient_checkpointing=True")
+        raise SystemExit(f"error: CUDA out of memory at batch_size={batch_size}, block_size={block_size}: try a "
+                         "smaller --batch_size with a larger --gradient_accumulation_steps (same tokens per step), "
+                         "a smaller --block_size, or --gradient_checkpointing=True")
     scaler.unscale_(optimizer)  # clip and measure the true gradients, not the loss-scaled ones
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     # one sync per step to skip a step that would write NaN/inf into the weights; in float16 GradScaler does that
@@ -386,8 +387,9 @@ while True:
         tokens_per_sec = tokens_per_iter / dt
         mfu = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak) if peak else None
         peak_mem = common.peak_memory_mb(device_type)
-        metrics_log.write(iter_num, loss=mean_loss, lr=lr, tokens_per_sec=round(tokens_per_sec, 1), grad_norm=grad_norm.item(),
-                          peak_mem_mb=peak_mem, **({"mfu": mfu} if mfu is not None else {}))
+        metrics_log.write(iter_num, loss=mean_loss, lr=lr, tokens_per_sec=round(tokens_per_sec, 1),
+                          grad_norm=grad_norm.item(), peak_mem_mb=round(peak_mem, 1),
+                          **({"mfu": mfu} if mfu is not None else {}))
         flops = f"mfu {100 * mfu:.1f}%" if mfu is not None else \
             f"{raw_model.flops_per_token() * tokens_per_sec / 1e12:.3f} TFLOP/s"
         scale = f", loss scale {scaler.get_scale():.0f}" if dtype == "float16" else ""
@@ -395,9 +397,9 @@ while True:
             progress.set_postfix_str(f"loss {mean_loss:.4f}, lr {lr:.1e}, {tokens_per_sec:,.0f} tok/s, {flops}")
         else:
             eta = (max_iters - iter_num) * dt
-            print(f"iter {iter_num}/{max_iters} ({100 * iter_num / max_iters:.0f}%): loss {mean_loss:.4f}, lr {lr:.2e}, "
-                  f"{1000 * dt:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s, {flops}, {peak_mem:,.0f} MB{scale}, "
-                  f"eta {eta / 60:.1f} min", flush=True)
+            print(f"iter {iter_num}/{max_iters} ({100 * iter_num / max_iters:.0f}%): loss {mean_loss:.4f}, "
+                  f"lr {lr:.2e}, {1000 * dt:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s, {flops}, "
+                  f"{peak_mem:,.0f} MB{scale}, eta {eta / 60:.1f} min", flush=True)
         loss_sum.zero_()
         t0, iters_since_log = time.time(), 0
     if progress:
