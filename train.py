@@ -303,8 +303,10 @@ stop_signal = None  # set by Ctrl-C / SIGTERM: finish the iteration, save, stop
 
 def request_stop(signum, frame):
     global stop_signal
-    if stop_signal is not None:
-        raise KeyboardInterrupt  # a second Ctrl-C stops at once
+    if stop_signal is not None:  # a second Ctrl-C stops at once, and the usual handlers are back
+        for s, handler in previous_handlers.items():
+            signal.signal(s, handler)
+        raise KeyboardInterrupt
     stop_signal = signal.Signals(signum).name
     print(f"\n{stop_signal}: saving a checkpoint and stopping after this iteration (press Ctrl-C again to stop now)")
 
