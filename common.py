@@ -218,3 +218,28 @@ def _strip_prefixes(key):
     while key.startswith(("_orig_mod.", "module.")):  # torch.compile and DDP wrappers, in either order
         key = key.split(".", 1)[1]
     return key
+
+
+def load_model(out_dir, checkpoint="latest", device="cpu"):
+    """The model a run saved, in eval mode, with its checkpoint dict and meta.json: all from out_dir alone.
+    checkpoint is 'latest' (ckpt.pt), 'best' (best.pt) or a path."""
+    from model import create_model
+
+    name = {"latest": "ckpt.pt", "best": "best.pt"}.get(checkpoint)
+    path = os.path.join(out_dir, name) if name else checkpoint
+    ckpt = load_checkpoint(path, device)
+    ckpt["path"] = path
+    meta = read_json(os.path.join(out_dir, "meta.json"))
+    if ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
+        raise SystemExit(
+            f"error: {path} was trained with vocab_size {ckpt['model_args']['vocab_size']} but {out_dir}/meta.json's "
+            f"tokenizer {meta['tokenizer']!r} has {meta['vocab_size']}; the checkpoint and meta.json come from "
+            "different runs"
+        )
+    model = create_model(ckpt["model_type"], ckpt["model_args"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        raise SystemExit(f"error: {path} does not match its model_args ({lines[min(1, len(lines) - 1)].strip()})")
+    return model.eval().to(device), ckpt, meta

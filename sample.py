@@ -10,7 +10,6 @@ import torch
 
 import common
 from configurator import configure
-from model import create_model
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -30,25 +29,9 @@ config_keys = [k for k, v in globals().items() if not k.startswith("_") and isin
 configure(globals(), config_keys)
 
 device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
-ckpt_path = {"latest": "ckpt.pt", "best": "best.pt"}.get(checkpoint)
-ckpt_path = os.path.join(out_dir, ckpt_path) if ckpt_path else checkpoint
-ckpt = common.load_checkpoint(ckpt_path, device)
-meta = common.read_json(os.path.join(out_dir, "meta.json"))
-if ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
-    raise SystemExit(
-        f"error: {ckpt_path} was trained with vocab_size {ckpt['model_args']['vocab_size']} but {out_dir}/meta.json's "
-        f"tokenizer {meta['tokenizer']!r} has {meta['vocab_size']}; the checkpoint and meta.json come from different "
-        "runs"
-    )
+model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
 enc = get_tokenizer(meta["tokenizer"])
-model = create_model(ckpt["model_type"], ckpt["model_args"])
-try:
-    model.load_state_dict(ckpt["model"])
-except RuntimeError as e:
-    first = str(e).strip().splitlines()[1] if len(str(e).splitlines()) > 1 else str(e)
-    raise SystemExit(f"error: {ckpt_path} does not match its model_args ({first.strip()})")
-model.eval().to(device)
-print(f"loaded {ckpt_path} (iteration {ckpt['iter_num']}, {ckpt['model_type']}, "
+print(f"loaded {ckpt['path']} (iteration {ckpt['iter_num']}, {ckpt['model_type']}, "
       f"{model.num_params() / 1e6:.2f}M parameters)")
 
 prompt = enc.encode(start) if start else [enc.eot_token]
