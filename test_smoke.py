@@ -98,3 +98,11 @@ def test_checkpoint_and_meta_with_different_vocab_is_a_clear_error(trained, tmp_
     (bad / "meta.json").write_text(json.dumps({**meta, "tokenizer": "gpt2", "vocab_size": 50257}))
     proc = run("sample.py", f"--out_dir={bad}", "--device=cpu", check=False)
     assert_one_line_error(proc, "vocab")
+
+
+def test_eval_reports_loss_perplexity_and_bits_per_byte(trained):
+    _, out = trained
+    proc = run("eval.py", f"--out_dir={out}", "--device=cpu")
+    row = proc.stdout.strip().splitlines()[-1].split()
+    loss, ppl, bpb = map(float, row[1:4])
+    assert row[0] == "val" and ppl == pytest.approx(2.718281828 ** loss, rel=1e-3) and 0 < bpb < 8

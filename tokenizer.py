@@ -5,7 +5,8 @@ train.py / sample.py decode with the same one:
     bytes                        UTF-8 bytes 0..255, end-of-text 256 (offline, no files)
     gpt2, cl100k_base, o200k_base tiktoken encodings (downloaded once, then cached; honours TIKTOKEN_CACHE_DIR)
 
-Each tokenizer has encode(text) -> list[int] (no special tokens), decode(ids) -> str, vocab_size, eot_token.
+Each tokenizer has encode(text) -> list[int] (no special tokens), decode(ids) -> str, vocab_size, eot_token, and
+byte_lengths(): the UTF-8 length of every token (0 for end-of-text), for tokenizer-independent bits per byte.
 """
 
 
@@ -17,6 +18,9 @@ class ByteTokenizer:
 
     def encode(self, text):
         return list(text.encode("utf-8"))
+
+    def byte_lengths(self):
+        return [1] * 256 + [0]
 
     def decode(self, ids):
         parts, run = [], bytearray()
@@ -52,6 +56,17 @@ class TiktokenTokenizer:
 
     def decode(self, ids):
         return self.enc.decode(list(ids))
+
+    def byte_lengths(self):
+        special = self.enc.special_tokens_set
+        lengths = []
+        for i in range(self.vocab_size):
+            try:
+                token = self.enc.decode_single_token_bytes(i)
+                lengths.append(0 if token.decode("utf-8", "replace") in special else len(token))
+            except KeyError:  # an id with no token (gaps in some encodings)
+                lengths.append(0)
+        return lengths
 
 
 def get_tokenizer(spec):

@@ -1,0 +1,88 @@
+"""
+Measure a trained model: loss, perplexity and bits per byte on whole token files.
+
+    python eval.py --out_dir=out-demo                                  # the run's val split, every token
+    python eval.py --out_dir=out-demo --eval_sets=val,data/other/val.bin --eval_batches=50
+
+Bits per byte = total loss in bits / UTF-8 bytes of the predicted text: it does not depend on the tokenizer, so
+models with different tokenizers compare fairly. End-of-text targets count in loss and perplexity, not in bits per
+byte (they have no bytes). An eval set is 'val' or 'train' (the run's dataset) or a path to a .bin file with the
+same tokenizer.
+"""
+
+import math
+import os
+
+import numpy as np
+import torch
+
+import common
+from configurator import configure
+from tokenizer import get_tokenizer
+
+# -----------------------------------------------------------------------------
+out_dir = "out"
+checkpoint = "latest"  # 'latest', 'best' or a path
+eval_sets = "val"  # comma-separated: 'val', 'train', or paths to .bin token files
+eval_batches = 0  # 0: every token of each set; else at most this many batches (from the start of the file)
+batch_size = 8
+device = "auto"
+dtype = "auto"
+# -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None):
+    """Every token after the first predicted once, in consecutive windows of block_size. Returns a dict of
+    loss (nats/token), perplexity, bits_per_byte, tokens, bytes."""
+    T = model.config.block_size
+    n_windows = (len(tokens) - 1) // T
+    if n_windows == 0:
+        raise SystemExit(f"error: an eval set of {len(tokens)} tokens is shorter than block_size + 1 = {T + 1}")
+    byte_lengths = torch.tensor(byte_lengths, dtype=torch.float64)
+    total_nats, total_tokens, bpb_nats, total_bytes = 0.0, 0, 0.0, 0.0
+    for b, start in enumerate(range(0, n_windows, batch_size)):
+        if max_batches and b >= max_batches:
+            break
+        rows = range(start, min(start + batch_size, n_windows))
+        window = torch.from_numpy(np.stack([tokens[r * T : r * T + T + 1] for r in rows]).astype(np.int64))
+        if window.max() >= len(byte_lengths):
+            raise SystemExit(f"error: token id {window.max().item()} is outside the model's vocabulary "
+                             f"({len(byte_lengths)}): the eval set was prepared with another tokenizer")
+        x, y = window[:, :-1], window[:, 1:]  # the same shift as the batch loader: y[t] follows x[t]
+        with ctx or torch.autocast("cpu", enabled=False):
+            logits, _ = model(x.to(next(model.parameters()).device))
+        nats = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1).cpu(), y.flatten(), reduction="none")
+        nbytes = byte_lengths[y.flatten()]
+        total_nats += nats.sum().item()
+        total_tokens += y.numel()
+        bpb_nats += nats.double()[nbytes > 0].sum().item()
+        total_bytes += nbytes.sum().item()
+    loss = total_nats / total_tokens
+    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_byte": bpb_nats / math.log(2) / total_bytes,
+            "tokens": total_tokens, "bytes": int(total_bytes)}
+
+
+def token_file(name, out_dir, meta):
+    """'val'/'train' in the run's dataset folder, or a path to a .bin file."""
+    if name in ("val", "train"):
+        dataset = common.read_json(os.path.join(out_dir, "config.json"))["dataset"]
+        folder, _ = common.find_dataset(dataset)
+        name = os.path.join(folder, f"{name}.bin")
+    if not os.path.isfile(name):
+        raise SystemExit(f"error: no eval set {name!r}; use val, train or a path to a .bin token file")
+    return np.memmap(name, dtype=np.dtype(meta["dtype"]), mode="r")
+
+
+if __name__ == "__main__":
+    config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str))]
+    configure(globals(), config_keys)
+    device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
+    model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
+    byte_lengths = get_tokenizer(meta["tokenizer"]).byte_lengths()
+    print(f"{ckpt['path']}: {ckpt['model_type']}, iteration {ckpt['iter_num']}")
+    print(f"{'eval set':<40} {'loss':>8} {'perplexity':>11} {'bits/byte':>10} {'tokens':>12}")
+    for name in eval_sets.split(","):
+        r = evaluate(model, token_file(name, out_dir, meta), byte_lengths, batch_size, eval_batches,
+                     common.autocast(device_type, dtype))
+        print(f"{name:<40} {r['loss']:>8.4f} {r['perplexity']:>11.3f} {r['bits_per_byte']:>10.4f} {r['tokens']:>12,}")
