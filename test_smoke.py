@@ -2,13 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import TINY_MODEL as TINY
-from conftest import read_log, run_script
+from conftest import REPO, read_log, run_script
 
 
 def run(script, *args, check=True):
@@ -106,3 +108,15 @@ def test_eval_reports_loss_perplexity_and_bits_per_byte(trained):
     row = proc.stdout.strip().splitlines()[-1].split()
     loss, ppl, bpb = map(float, row[1:4])
     assert row[0] == "val" and ppl == pytest.approx(2.718281828 ** loss, rel=1e-3) and 0 < bpb < 8
+
+
+def test_prompt_from_a_file_and_interactive_prompts(trained, tmp_path):
+    _, out = trained
+    (tmp_path / "prompt.txt").write_text("Tom and his dog")
+    proc = run("sample.py", f"--out_dir={out}", f"--start=FILE:{tmp_path / 'prompt.txt'}", "--num_samples=1",
+               "--max_new_tokens=20", "--device=cpu")
+    assert "Tom and his dog" in proc.stdout
+    proc = subprocess.run([sys.executable, "sample.py", f"--out_dir={out}", "--interactive=True", "--num_samples=1",
+                           "--max_new_tokens=10", "--device=cpu"], input="Lily\nBen\n\n", capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and "> Lily" in proc.stdout and "> Ben" in proc.stdout
