@@ -6,8 +6,6 @@ Generate text from a trained model, using only what train.py wrote to out_dir (c
     python sample.py --out_dir=out-demo --interactive=True       # type prompts; the model stays loaded
 """
 
-import os
-
 import torch
 
 import common
