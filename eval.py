@@ -3,6 +3,7 @@ Measure a trained model: loss, perplexity and bits per byte on whole token files
 
     python eval.py --out_dir=out-demo                                  # the run's val split, every token
     python eval.py --out_dir=out-demo --eval_sets=val,data/other/val.bin --eval_batches=50
+    python eval.py --compare=out-gpt,out-bdh --eval_batches=50        # a table, samples side by side, compare.png
 
 Bits per byte = total loss in bits / UTF-8 bytes of the predicted text: it does not depend on the tokenizer, so
 models with different tokenizers compare fairly. End-of-text targets count in loss and perplexity, not in bits per
@@ -12,6 +13,7 @@ same tokenizer.
 
 import math
 import os
+import time
 
 import numpy as np
 import torch
@@ -26,6 +28,11 @@ checkpoint = "latest"  # 'latest', 'best' or a path
 eval_sets = "val"  # comma-separated: 'val', 'train', or paths to .bin token files
 eval_batches = 0  # 0: every token of each set; else at most this many batches (from the start of the file)
 batch_size = 8
+compare = ""  # comma-separated out_dirs: compare their models on their own val splits
+compare_png = "compare.png"  # --compare: the runs' loss curves from their log.csv (needs matplotlib)
+start = "Once upon a time"  # --compare: the prompt every model continues, with the same seed
+max_new_tokens = 100
+seed = 1337
 device = "auto"
 dtype = "auto"
 # -----------------------------------------------------------------------------
@@ -74,15 +81,69 @@ def token_file(name, out_dir, meta):
     return np.memmap(name, dtype=np.dtype(meta["dtype"]), mode="r")
 
 
+def plot_loss_curves(out_dirs, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(no {path}: the loss-curve plot needs matplotlib: pip install matplotlib)")
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run in out_dirs:
+        rows = [line.split(",") for line in open(os.path.join(run, "log.csv")).read().splitlines()]
+        col = {name: i for i, name in enumerate(rows[0])}
+        for key, style in (("loss", "-"), ("val_loss", "o--")):
+            points = [(int(r[col["iter"]]), float(r[col[key]])) for r in rows[1:] if r[col[key]]]
+            if points:
+                ax.plot(*zip(*points), style, label=f"{os.path.basename(os.path.normpath(run))} {key}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    print(f"loss curves: {path}")
+
+
+def compare_runs(out_dirs):
+    rows, samples = [], []
+    for run in out_dirs:
+        model, ckpt, meta = common.load_model(run, checkpoint, device)
+        enc = get_tokenizer(meta["tokenizer"])
+        r = evaluate(model, token_file("val", run, meta), enc.byte_lengths(), batch_size, eval_batches, ctx)
+        cfg = ckpt["config"]
+        x = torch.tensor([enc.encode(start)], dtype=torch.long, device=device)
+        g = torch.Generator(device=device).manual_seed(seed)
+        t0 = time.perf_counter()
+        with torch.no_grad(), ctx:
+            y = model.generate(x, max_new_tokens, temperature=0.8, top_k=200, generator=g)[0, x.size(1):].tolist()
+        gen_speed = max_new_tokens / (time.perf_counter() - t0)
+        samples.append((run, start + enc.decode(y[: y.index(enc.eot_token)] if enc.eot_token in y else y)))
+        rows.append((run, ckpt["model_type"], model.num_params(), model.num_params(non_embedding=True),
+                     ckpt["iter_num"] * cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"],
+                     r["loss"], r["perplexity"], r["bits_per_byte"], gen_speed))
+    print(f"{'run':<24} {'model':<6} {'params':>9} {'non-emb':>9} {'tokens':>13} {'val loss':>9} {'ppl':>8} "
+          f"{'bits/byte':>9} {'gen tok/s':>9}")
+    for run, kind, n, ne, tokens, loss, ppl, bpb, speed in rows:
+        print(f"{run:<24} {kind:<6} {n / 1e6:>8.2f}M {ne / 1e6:>8.2f}M {tokens:>13,} {loss:>9.4f} {ppl:>8.3f} "
+              f"{bpb:>9.4f} {speed:>9.1f}")
+    for run, text in samples:
+        print(f"\n--- {run} (seed {seed}) ---\n{text}")
+    plot_loss_curves(out_dirs, compare_png)
+
+
 if __name__ == "__main__":
     config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str))]
     configure(globals(), config_keys)
     device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
+    ctx = common.autocast(device_type, dtype)
+    if compare:
+        compare_runs(compare.split(","))
+        raise SystemExit(0)
     model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
     byte_lengths = get_tokenizer(meta["tokenizer"]).byte_lengths()
     print(f"{ckpt['path']}: {ckpt['model_type']}, iteration {ckpt['iter_num']}")
     print(f"{'eval set':<40} {'loss':>8} {'perplexity':>11} {'bits/byte':>10} {'tokens':>12}")
     for name in eval_sets.split(","):
-        r = evaluate(model, token_file(name, out_dir, meta), byte_lengths, batch_size, eval_batches,
-                     common.autocast(device_type, dtype))
+        r = evaluate(model, token_file(name, out_dir, meta), byte_lengths, batch_size, eval_batches, ctx)
         print(f"{name:<40} {r['loss']:>8.4f} {r['perplexity']:>11.3f} {r['bits_per_byte']:>10.4f} {r['tokens']:>12,}")
