@@ -447,8 +447,8 @@ def bdh_attention_direct(qr, v):
 
 def bdh_attention_chunked(qr, v, chunk_size, state=None, final_state=False):
     """T x T scores only inside a chunk; earlier chunks come from a running state S = sum_s qr_s^T v_s, (N x D) per
-    head, so time and memory grow linearly in T. state: S of positions before qr's (or None). Returns (yKV, S or
-    None): S after the last position when final_state."""
+    head, so time and memory grow linearly in T (training runs it through ChunkedAttention). state: S of the
+    positions before qr's (or None). Returns (yKV, S after the last position when final_state, else None)."""
     T, ys = qr.size(2), []
     for t0 in range(0, T, chunk_size):
         q, vc = qr[:, :, t0 : t0 + chunk_size], v[:, :, t0 : t0 + chunk_size]  # (B, nh, C, N), (B, 1, C, D)
@@ -459,6 +459,39 @@ def bdh_attention_chunked(qr, v, chunk_size, state=None, final_state=False):
             state = q.mT @ vc if state is None else state + q.mT @ vc  # (B, nh, N, D)
         ys.append(y)
     return torch.cat(ys, dim=2), (state if final_state else None)
+
+
+class ChunkedAttention(torch.autograd.Function):
+    """bdh_attention_chunked for training. Autograd would save the running state at every chunk, (T / C) x N x D per
+    head, as much as the direct form's T x T scores at T = N * D / C; this backward recomputes the states in a
+    forward sweep and their gradients in a reverse one, so nothing but qr and v is saved, however long T is."""
+
+    @staticmethod
+    def forward(ctx, qr, v, chunk_size):
+        ctx.save_for_backward(qr, v)
+        ctx.chunk_size = chunk_size
+        return bdh_attention_chunked(qr, v, chunk_size)[0]
+
+    @staticmethod
+    def backward(ctx, dy):  # dy: (B, nh, T, D)
+        qr, v = ctx.saved_tensors
+        chunks = [slice(t0, t0 + ctx.chunk_size) for t0 in range(0, qr.size(2), ctx.chunk_size)]
+        dq, dv, S, G = torch.zeros_like(qr), torch.zeros_like(v), None, None
+        for c in chunks:  # y_c = ... + q_c S_c, where S_c sums the chunks before c
+            if S is not None:
+                dq[:, :, c] = dy[:, :, c] @ S.mT
+            S = qr[:, :, c].mT @ v[:, :, c] if S is None else S + qr[:, :, c].mT @ v[:, :, c]
+        for c in reversed(chunks):  # G: gradient of the state read by the chunks after c
+            q, vc, dyc = qr[:, :, c], v[:, :, c], dy[:, :, c]
+            dA = (dyc @ vc.mT).tril(diagonal=-1)  # (B, nh, C, C): gradient of the scores inside the chunk
+            dq_c = (dA + dA.mT) @ q
+            dv_c = (q @ q.mT).tril(diagonal=-1).mT @ dyc
+            if G is not None:
+                dq_c, dv_c = dq_c + vc @ G.mT, dv_c + q @ G
+            dq[:, :, c] += dq_c
+            dv[:, :, c] = dv_c.sum(dim=1, keepdim=True)  # v is shared by the heads
+            G = q.mT @ dyc if G is None else G + q.mT @ dyc
+        return dq, dv, None
 
 
 def bdh_attention_step(qr, v, state):
@@ -539,8 +572,10 @@ class BDH(LanguageModel):
             qr, v = apply_rope(x_sparse.to(dtype), *rope), x.to(dtype)  # (B, nh, T, N), (B, 1, T, D)
             if keep_state and state is not None and qr.size(2) == 1:
                 return bdh_attention_step(qr, v, state)
-            if keep_state or self._chunked(qr.size(2)):
-                return bdh_attention_chunked(qr, v, self.chunk_size, state, final_state=keep_state)
+            if keep_state:
+                return bdh_attention_chunked(qr, v, self.chunk_size, state, final_state=True)
+            if self._chunked(qr.size(2)):
+                return ChunkedAttention.apply(qr, v, self.chunk_size), None
             return bdh_attention_direct(qr, v), None
 
     def _chunked(self, T):
