@@ -496,8 +496,10 @@ class ChunkedAttention(torch.autograd.Function):
 
 def bdh_attention_step(qr, v, state):
     """The recurrent form for one new position (T = 1): it reads the state of all earlier positions, then adds
-    itself; the cost does not depend on how many positions came before."""
-    return qr @ state, state + qr.mT @ v  # (B, nh, 1, D), (B, nh, N, D)
+    itself, in place (one pass over the state: at N x D per head that pass is the cost of a token); the cost does
+    not depend on how many positions came before."""
+    y = qr @ state  # (B, nh, 1, D)
+    return y, state.addcmul_(qr.mT, v)  # state += qr^T v, (B, nh, N, D)
 
 
 class BDH(LanguageModel):
