@@ -1,27 +1,48 @@
 """Properties of the models a user relies on: the next-token loss is right, learning works, counts are exact."""
 
 import math
+import os
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
 
 import common
-from model import GPT, GPTConfig, create_model, sample_next_token
+from model import BDHConfig, create_model, model_config_class, sample_next_token, swiglu_hidden
+
+# CPU float math slows down 10x or more on denormal numbers, which some of these trainings produce
+torch.set_flush_denormal(True)
+torch.set_num_threads(1)  # tiny models: a second thread costs more than it gives
 
 TINY = dict(block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+TINY_BDH = dict(n_layer=2, n_head=2, n_embd=32, mlp_internal_dim_multiplier=4, dropout=0.0)  # N = 64 per head
+
+# every variant: (model type, config fields on top of the tiny ones)
+VARIANTS = {
+    "gpt": ("gpt", {}),
+    "rope": ("gpt", {"rope": True}),
+    "rmsnorm": ("gpt", {"norm": "rmsnorm"}),
+    "swiglu": ("gpt", {"mlp": "swiglu"}),
+    "gqa": ("gpt", {"n_head": 4, "n_kv_head": 2}),
+    "gpt_factorized": ("gpt", {"embedding_rank": 16}),
+    "bdh": ("bdh", {}),
+    "bdh_factorized": ("bdh", {"embedding_rank": 16}),
+}
 
 
-def tiny_gpt(vocab_size=64, **kw):
+def tiny(variant="gpt", vocab_size=64, **kw):
+    model_type, extra = VARIANTS[variant]
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=vocab_size, **{**TINY, **kw}))
+    base = TINY if model_type == "gpt" else TINY_BDH
+    return create_model(model_type, {**base, **extra, "vocab_size": vocab_size, **kw})
 
 
 def train_on(model, tokens, tmp_path, steps, lr=1e-2, batch_size=16, copy_bug=False):
     """Train through the real batch loader on a token file; returns the mean loss of the last 20 steps."""
     path = str(tmp_path / "train.bin")
     np.asarray(tokens, dtype=np.uint16).tofile(path)
-    loader = common.BatchLoader(path, "uint16", batch_size, model.config.block_size, seed=0)
+    loader = common.BatchLoader(path, "uint16", batch_size, TINY["block_size"], seed=0)
     opt = model.configure_optimizers(0.0, lr, (0.9, 0.95), "cpu")
     losses = []
     for _ in range(steps):
@@ -34,8 +55,9 @@ def train_on(model, tokens, tmp_path, steps, lr=1e-2, batch_size=16, copy_bug=Fa
     return sum(losses[-20:]) / 20
 
 
-def test_initial_loss_is_near_uniform():
-    model = tiny_gpt(vocab_size=64)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_initial_loss_is_near_uniform(variant):
+    model = tiny(variant, vocab_size=64)
     x = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(2))
     _, loss = model(x, y)
@@ -43,19 +65,22 @@ def test_initial_loss_is_near_uniform():
     assert abs(loss.item() - math.log(64)) < 0.1
 
 
-def test_random_tokens_loss_stays_at_ln_vocab(tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_random_tokens_loss_stays_at_ln_vocab(tmp_path, variant):
     # i.i.d. uniform tokens carry no information about the next token: the best possible loss is ln(V). A model
-    # that can see its own target (the copy bug: targets not shifted, or attention leaking the future) goes far lower.
+    # that can see its own target (the copy bug: targets not shifted, or attention leaking the future; for BDH,
+    # attention reading the current token's own value) goes far lower.
     V = 64
     tokens = np.random.default_rng(0).integers(0, V, 20_000)
-    loss = train_on(tiny_gpt(V), tokens, tmp_path, steps=150)
+    loss = train_on(tiny(variant, V), tokens, tmp_path, steps=150)
     assert loss > math.log(V) - 0.15, f"loss {loss:.3f} fell below ln(V) = {math.log(V):.3f}: the model sees its target"
     # the control: the same training with the copy bug does drive the loss toward zero, so the check above can fail
-    bug = train_on(tiny_gpt(V), tokens, tmp_path, steps=150, copy_bug=True)
+    bug = train_on(tiny(variant, V), tokens, tmp_path, steps=150, copy_bug=True)
     assert bug < math.log(V) - 1.5
 
 
-def test_learns_a_deterministic_next_token_rule(tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_learns_a_deterministic_next_token_rule(tmp_path, variant):
     # next token = perm[current token]: fully predictable, so the loss must go to about zero
     V = 64
     perm = np.random.default_rng(0).permutation(V)
@@ -68,8 +93,8 @@ def test_learns_a_deterministic_next_token_rule(tmp_path):
         tokens[i] = int(rng.integers(V))
         for j in range(i + 1, min(i + 200, len(tokens))):
             tokens[j] = perm[tokens[j - 1]]
-    loss = train_on(tiny_gpt(V), tokens, tmp_path, steps=200)
-    assert loss < 0.1
+    loss = train_on(tiny(variant, V), tokens, tmp_path, steps=250)
+    assert loss < 0.1, f"loss {loss:.3f}"
 
 
 def test_batch_loader_targets_are_inputs_shifted_by_one(tmp_path):
@@ -79,8 +104,9 @@ def test_batch_loader_targets_are_inputs_shifted_by_one(tmp_path):
     assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
 
 
-def test_gradient_accumulation_equals_one_big_batch():
-    model = tiny_gpt()
+@pytest.mark.parametrize("variant", ["gpt", "gqa", "bdh"])
+def test_gradient_accumulation_equals_one_big_batch(variant):
+    model = tiny(variant)
     x = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(3))
     y = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(4))
     model(x, y)[1].backward()
@@ -92,16 +118,93 @@ def test_gradient_accumulation_equals_one_big_batch():
         torch.testing.assert_close(p.grad, a, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["gpt", "rope", "bdh"])
+def test_gradient_checkpointing_gives_the_same_gradients(variant):
+    x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(3))
+    grads = []
+    for on in (False, True):
+        model = tiny(variant, gradient_checkpointing=on)
+        model(x, x)[1].backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+# closed forms of the parameter count of every variant, in V (padded vocabulary), d (n_embd), L (n_layer),
+# T (block_size), r (embedding_rank); GPT layer: attention 4d^2 + 4d biases, MLP 8d^2 + 5d biases, two LayerNorms 4d
+GPT_LAYER = lambda d: 12 * d * d + 13 * d  # noqa: E731
+COUNTS = {
+    # tied token table V*d, position table T*d, final LayerNorm 2d
+    "gpt": lambda V, d, L, T: V * d + T * d + L * GPT_LAYER(d) + 2 * d,
+    # no position table
+    "rope": lambda V, d, L, T: V * d + L * GPT_LAYER(d) + 2 * d,
+    # RMSNorm: a gain only, so d instead of 2d per norm
+    "rmsnorm": lambda V, d, L, T: V * d + T * d + L * (GPT_LAYER(d) - 2 * d) + d,
+    # SwiGLU: three d x h matrices with h = 32 * round(d / 12), biases 2h + d
+    "swiglu": lambda V, d, L, T: (
+        V * d + T * d + L * (4 * d * d + 4 * d + 3 * d * swiglu_hidden(d) + 2 * swiglu_hidden(d) + d + 4 * d) + 2 * d
+    ),
+    # 4 query heads of size d/4, 2 key/value heads: qkv is d x (d + 2 * d/2), with as many biases
+    "gqa": lambda V, d, L, T: V * d + T * d + L * (GPT_LAYER(d) - 2 * (d * d // 2 + d // 2)) + 2 * d,
+    # rank r = 16: V*r table and r*d projection instead of V*d
+    "gpt_factorized": lambda V, d, L, T: V * 16 + 16 * d + T * d + L * GPT_LAYER(d) + 2 * d,
+    # shared by all layers: E and E_v (nh x d x N) and D_x (nh*N x d), nh*N = 4d (multiplier 4); untied head
+    "bdh": lambda V, d, L, T: 3 * 4 * d * d + 2 * V * d,
+    "bdh_factorized": lambda V, d, L, T: 3 * 4 * d * d + 2 * (V * 16 + 16 * d),
+}
+NON_EMBEDDING = {
+    "gpt": lambda d, L: L * GPT_LAYER(d) + 2 * d,
+    "gpt_factorized": lambda d, L: L * GPT_LAYER(d) + 2 * d,
+    "bdh": lambda d, L: 3 * 4 * d * d,
+    "bdh_factorized": lambda d, L: 3 * 4 * d * d,
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_parameter_count_matches_its_closed_form(variant):
+    model = tiny(variant, vocab_size=50)  # padded to 64
+    assert model.num_params() == COUNTS[variant](64, 32, 2, 16)
+    if variant in NON_EMBEDDING:
+        assert model.num_params(non_embedding=True) == NON_EMBEDDING[variant](32, 2)
+
+
 def test_gpt2_parameter_count():
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        model = create_model("gpt", dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768))
+        factorized = create_model("gpt", {**vars(model.config), "embedding_rank": 128})
     # GPT-2 small: 124,439,808 parameters with the 50257 vocabulary; padding to 50304 adds 47 * 768 rows
-    model = create_model("gpt", dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768))
     assert model.num_params() == 124_439_808 + 47 * 768
     # non-embedding: everything but the (tied) token table and the position table
     assert model.num_params(non_embedding=True) == 124_439_808 - 50257 * 768 - 1024 * 768
+    # rank 128 saves V*d - (V*r + r*d) with V = 50304: 124.5M -> 92.4M
+    saving = 50304 * 768 - (50304 * 128 + 128 * 768)
+    assert factorized.num_params() == model.num_params() - saving == 92_379_648
+    assert factorized.num_params(non_embedding=True) == model.num_params(non_embedding=True)
 
 
-def test_optimizer_groups_cover_every_parameter_once():
-    model = tiny_gpt()
+def test_bdh_default_shape_and_parameter_count():
+    config = BDHConfig(vocab_size=50257)
+    assert (config.n_layer, config.n_embd, config.n_head, config.mlp_internal_dim_multiplier) == (6, 256, 4, 128)
+    assert config.dropout == 0.1 and config.N == 8192
+    with torch.device("meta"):
+        model = create_model("bdh", vars(config))
+    # E, E_v: nh x D x N each, D_x: nh*N x D, shared by the 6 layers; token table and untied head V x D each
+    assert model.num_params(non_embedding=True) == 3 * 4 * 256 * 8192 == 25_165_824
+    assert model.num_params() == 25_165_824 + 2 * 50304 * 256
+
+
+def test_flops_per_token_count_every_use_of_the_weights():
+    gpt, bdh = tiny("gpt"), tiny("bdh")
+    V, d, L, T, N, nh = 64, 32, 2, 16, 64, 2
+    # GPT: 6 per matrix weight (the head's V*d; the position lookup is free) + 6 * L * d * T for causal attention
+    assert gpt.flops_per_token() == 6 * (L * 12 * d * d + V * d) + 6 * L * d * T
+    # BDH: E, E_v and D_x in each of L layers, the head; direct attention at T: 3 (fwd + bwd) * L * nh * T * (N + d)
+    assert bdh.flops_per_token(T) == 6 * (L * 3 * nh * N * d + V * d) + 3 * L * nh * T * (N + d)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_optimizer_groups_cover_every_parameter_once(variant):
+    model = tiny(variant)
     opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     ids = [id(p) for g in opt.param_groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
@@ -110,12 +213,48 @@ def test_optimizer_groups_cover_every_parameter_once():
         assert (id(p) in decayed) == (p.dim() >= 2), name  # no decay on biases and LayerNorm gains
 
 
-def test_generate_never_samples_padding_columns():
-    model = tiny_gpt(vocab_size=50)  # padded to 64
-    with torch.no_grad():
-        model.lm_head.weight[50:] = 10.0  # make padding rows win every argmax
-    out = model.generate(torch.zeros((2, 1), dtype=torch.long), 20, temperature=1.0)
-    assert out.max().item() < 50
+@pytest.mark.parametrize("variant", ["gpt_factorized", "bdh_factorized"])
+def test_factorized_embeddings_start_like_unfactorized_ones(variant):
+    # same scale of embeddings and of initial logits as the V x d table: a larger factor init is what diverges
+    plain, factorized = tiny(variant.split("_")[0], vocab_size=4096), tiny(variant, vocab_size=4096)
+    idx = torch.arange(4096).view(16, 256)
+    embed = "embed" if variant.startswith("bdh") else "wte"
+    assert abs(getattr(factorized, embed)(idx).std() / getattr(plain, embed)(idx).std() - 1) < 0.15
+    x = torch.randn(4, 16, 32)  # what the head sees: normalized activations
+    assert abs(factorized.lm_head.unembed(x).std() / plain.lm_head.unembed(x).std() - 1) < 0.15
+
+
+@pytest.mark.parametrize("variant", ["gpt", "rope", "gpt_factorized", "bdh"])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_never_samples_padding_columns(variant, use_cache):
+    model = tiny(variant, vocab_size=50).eval()  # padded to 64
+    unembed = model.lm_head.unembed
+    model.lm_head.unembed = lambda x: unembed(x) + torch.cat((torch.zeros(50), torch.full((14,), 100.0)))
+    out = model.generate(torch.zeros((2, 1), dtype=torch.long), 20, temperature=1.0, use_cache=use_cache)
+    assert out.shape == (2, 21) and out.max().item() < 50
+
+
+@pytest.mark.parametrize("variant", ["gpt", "rope", "gqa", "swiglu", "gpt_factorized"])
+def test_kv_cache_generation_equals_recomputation(variant):
+    # the prompt (5) plus new tokens (35) run past block_size (16): the cropped context must match too
+    model = tiny(variant).eval()
+    idx = torch.randint(0, 64, (2, 40), generator=torch.Generator().manual_seed(5))
+    logits = []
+    for use_cache in (True, False):
+        feed = model.start_decoding(use_cache)
+        logits.append([feed(idx[:, :5])] + [feed(idx[:, t : t + 1]) for t in range(5, 40)])
+    for t, (cached, recomputed) in enumerate(zip(*logits)):
+        torch.testing.assert_close(cached, recomputed, rtol=1e-5, atol=1e-5, msg=f"step {t}")
+    outs = [model.generate(idx[:, :5], 30, generator=torch.Generator().manual_seed(0), use_cache=c) for c in (1, 0)]
+    assert torch.equal(*outs)
+
+
+def test_generate_stream_yields_the_tokens_of_generate():
+    model = tiny("gpt").eval()
+    idx = torch.zeros((2, 3), dtype=torch.long)
+    stream = list(model.generate_stream(idx, 7, generator=torch.Generator().manual_seed(0)))
+    assert len(stream) == 7 and all(t.shape == (2, 1) for t in stream)
+    assert torch.equal(torch.cat((idx, *stream), 1), model.generate(idx, 7, generator=torch.Generator().manual_seed(0)))
 
 
 def test_top_k_and_top_p_keep_exactly_the_intended_tokens():
@@ -129,10 +268,13 @@ def test_top_k_and_top_p_keep_exactly_the_intended_tokens():
     assert sample_next_token(logits, temperature=0).item() == 0
 
 
-def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
-    model = tiny_gpt()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, variant):
+    model = tiny(variant)
     path = str(tmp_path / "ckpt.pt")
-    common.save_checkpoint({"model_type": "gpt", "model_args": vars(model.config), "model": model.state_dict()}, path)
+    model_type = VARIANTS[variant][0]
+    ckpt = {"model_type": model_type, "model_args": vars(model.config), "model": model.state_dict()}
+    common.save_checkpoint(ckpt, path)
     ckpt = common.load_checkpoint(path)
     clone = create_model(ckpt["model_type"], ckpt["model_args"])
     clone.load_state_dict(ckpt["model"])
@@ -142,15 +284,19 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
 
 def test_sequence_longer_than_block_size_is_a_clear_error():
     with pytest.raises(ValueError, match="block_size"):
-        tiny_gpt()(torch.zeros((1, 17), dtype=torch.long))
+        tiny("gpt")(torch.zeros((1, 17), dtype=torch.long))
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
-    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
-    grads = []
-    for flag in (False, True):
-        model = tiny_gpt(gradient_checkpointing=flag)
-        model(x, x.roll(-1, dims=1))[1].backward()
-        grads.append([p.grad for p in model.parameters()])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
+def test_tinystories_configs_compare_gpt_and_bdh_at_equal_non_embedding_size():
+    models = {}
+    for name in ("tinystories_gpt", "tinystories_bdh", "tinystories_gpt_factorized"):
+        cfg = {}
+        with open(os.path.join(os.path.dirname(__file__), "config", f"{name}.py")) as f:
+            exec(f.read(), {}, cfg)  # plain assignments, as configurator.py reads them
+        args = {f.name: cfg[f.name] for f in fields(model_config_class(cfg["model"])) if f.name in cfg}
+        with torch.device("meta"):
+            models[name] = create_model(cfg["model"], {**args, "vocab_size": 50257})
+    gpt, bdh, factorized = (models[n].num_params(non_embedding=True) for n in models)
+    assert abs(gpt / bdh - 1) < 0.05 and factorized == gpt
+    # the counts stated in the config files' comments
+    assert [m.num_params() for m in models.values()] == [51_237_888, 50_921_472, 31_986_688]

@@ -55,14 +55,20 @@ dataset = "synthetic_stories"  # a folder under data/, or a path to one, holding
 batch_size = 32  # sequences per micro-step, per process
 block_size = 256
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all processes
-# model
-model = "gpt"
+# model: the fields of model.GPTConfig / BDHConfig of the same name (vocab_size comes from the data)
+model = "gpt"  # 'gpt' or 'bdh'
 n_layer = 6
 n_head = 6
 n_embd = 384
 dropout = 0.0
-bias = True
-gradient_checkpointing = False  # recompute activations in backward: much less memory for ~30% more compute
+bias = True  # gpt
+rope = False  # gpt: rotary position embeddings instead of the learned position table
+norm = "layernorm"  # gpt: 'layernorm' or 'rmsnorm'
+mlp = "gelu"  # gpt: 'gelu' or 'swiglu' (hidden size ~8/3 n_embd, as many weights as gelu's)
+n_kv_head = 0  # gpt: key/value heads for grouped-query attention; 0: n_head
+embedding_rank = 0  # gpt, bdh: > 0 factorizes the token table (and head) through this rank
+mlp_internal_dim_multiplier = 128  # bdh: N = multiplier * n_embd / n_head neurons per head
+gradient_checkpointing = False  # recompute activations in backward: less memory, about a third more compute
 # optimizer: AdamW
 learning_rate = 6e-4
 max_iters = 5000
