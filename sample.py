@@ -33,7 +33,7 @@ device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=Fal
 ckpt_path = {"latest": os.path.join(out_dir, "ckpt.pt"), "best": os.path.join(out_dir, "best.pt")}.get(checkpoint, checkpoint)
 ckpt = common.load_checkpoint(ckpt_path, device)
 meta = common.read_json(os.path.join(out_dir, "meta.json"))
-enc = get_tokenizer(meta["tokenizer"])
+enc = get_tokenizer(meta["tokenizer"], out_dir)
 if ckpt["model_args"]["vocab_size"] != enc.vocab_size:
     raise SystemExit(
         f"error: {ckpt_path} was trained with vocab_size {ckpt['model_args']['vocab_size']} but {out_dir}/meta.json's "
