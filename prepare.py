@@ -461,12 +461,13 @@ def main(argv=None):
     except ValueError:  # called from a thread other than the main one: signals stay as they are
         on_term = None
     try:
-        # the pool first: a process forked before any thread exists (datasets, tokenizers start some) is safe
-        pool = multiprocessing.Pool(procs, initializer=_worker_init) if procs > 1 else None
         spec = tokenizer_spec()
-        if not spec.startswith("bpe:"):  # fail fast, before a long download
+        _tokenizers.clear()
+        if not spec.startswith("bpe:"):  # fail fast, before a long download; workers forked after this share it
             spec, files = store_tokenizer(spec, staging, None)
-            get_tokenizer(spec, staging)
+            _tokenizers[spec, staging] = get_tokenizer(spec, staging)
+        # the pool before datasets or BPE training start threads: forking a process that has threads is unsafe
+        pool = multiprocessing.Pool(procs, initializer=_worker_init) if procs > 1 else None
         source, total, stream = open_source()
         if spec.startswith("bpe:"):
             spec, files = store_tokenizer(spec, staging, stream)
