@@ -479,7 +479,8 @@ def main(argv=None):
         n_docs = counts["train_documents"] + counts["val_documents"]
         if not counts["train_documents"] or not counts["val_documents"]:
             raise SystemExit(
-                f"error: {n_docs} documents, too few to split into train and val (val_fraction={val_fraction}); "
+                f"error: {n_docs} document{'s' * (n_docs != 1)}, too few to split into train and val "
+                f"(val_fraction={val_fraction}); "
                 ".txt documents end at a line holding only <|endoftext|>, or at blank lines with --blank_line_docs=True"
             )
         meta = {
