@@ -438,6 +438,8 @@ def check_config():
         raise SystemExit(f"error: --val_fraction={val_fraction} must be between 0 and 1")
     if max_docs < 0 or num_proc < 0:
         raise SystemExit("error: --max_docs and --num_proc must be >= 0 (0: all documents, all cores)")
+    if input:
+        find_files(input)  # a mistyped path is reported before anything is loaded
 
 
 def main(argv=None):
