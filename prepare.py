@@ -20,6 +20,7 @@ run leaves the previous dataset as it was.
 """
 
 import glob
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -377,21 +378,23 @@ def tokenize(stream, pool, window, spec, staging, enc, dtype, total):
 
 def tokenizer_spec():
     """The --tokenizer asked for, with auto resolved: bytes for synthetic_stories (offline, no files), else gpt2."""
-    if tokenizer != "auto":
-        return tokenizer
-    return "bytes" if dataset == "synthetic_stories" and not (input or hf) else "gpt2"
+    if tokenizer == "auto":
+        return "bytes" if dataset == "synthetic_stories" and not (input or hf) else "gpt2"
+    if tokenizer.startswith("bpe:"):  # checked now: training starts only after the data is loaded
+        if not tokenizer[4:].isdigit() or int(tokenizer[4:]) < 257:
+            raise SystemExit(f"error: --tokenizer={tokenizer}: N must be >= 257 (bytes + end-of-text), e.g. bpe:4096")
+        if importlib.util.find_spec("tokenizers") is None:
+            raise SystemExit("error: --tokenizer=bpe:N trains with the tokenizers package: pip install tokenizers")
+    return tokenizer
 
 
 def store_tokenizer(spec, staging, stream):
     """Put the tokenizer's file (if any) in staging -> (spec for meta.json, its file names). bpe:N trains here."""
     if spec.startswith("bpe:"):
-        n = spec[4:]
-        if not n.isdigit() or int(n) < 257:
-            raise SystemExit(f"error: --tokenizer={spec}: bpe:N needs N >= 257 (256 bytes, end-of-text), e.g. bpe:4096")
-        print(f"training a byte-level BPE of {int(n):,} tokens on the training split")
+        print(f"training a byte-level BPE of {int(spec[4:]):,} tokens on the training split")
         t0 = time.time()
         texts = (text for split, text, _ in stream() if split == "train")
-        train_bpe(texts, int(n), os.path.join(staging, "tokenizer.json"))
+        train_bpe(texts, int(spec[4:]), os.path.join(staging, "tokenizer.json"))
         print(f"trained in {time.time() - t0:.1f}s")
         return spec, ["tokenizer.json"]
     if spec.startswith("hf:") or spec.endswith(".json"):

@@ -397,7 +397,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, stories):
     assert "can't read" in error_of(f"--input={tmp_path / 'a.docx'}", out=out)
     few = write_txt(tmp_path / "few.txt", stories[:5])
     assert "5 documents, too few" in error_of(f"--input={few}", "--tokenizer=bytes", out=out)
-    assert "bpe:N needs N >= 257" in error_of(f"--input={few}", "--tokenizer=bpe:100", out=out)
+    assert "N must be >= 257" in error_of(f"--input={few}", "--tokenizer=bpe:100", out=out)
     assert "no such file" in error_of(f"--input={few}", "--tokenizer=missing.json", out=out)
     assert "give one source" in error_of(f"--input={few}", "--dataset=synthetic_stories", out=out)
     assert "val_fraction" in error_of(f"--input={few}", "--val_fraction=0", out=out)
