@@ -109,7 +109,7 @@ def compare_runs(out_dirs):
     rows, samples = [], []
     for run in out_dirs:
         model, ckpt, meta = common.load_model(run, checkpoint, device)
-        enc = get_tokenizer(meta["tokenizer"])
+        enc = get_tokenizer(meta["tokenizer"], run)
         r = evaluate(model, token_file("val", run, meta), enc.byte_lengths(), batch_size, eval_batches, ctx)
         cfg = ckpt["config"]
         x = torch.tensor([enc.encode(start)], dtype=torch.long, device=device)
@@ -141,7 +141,7 @@ if __name__ == "__main__":
         compare_runs(compare.split(","))
         raise SystemExit(0)
     model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
-    byte_lengths = get_tokenizer(meta["tokenizer"]).byte_lengths()
+    byte_lengths = get_tokenizer(meta["tokenizer"], out_dir).byte_lengths()
     print(f"{ckpt['path']}: {ckpt['model_type']}, iteration {ckpt['iter_num']}")
     print(f"{'eval set':<40} {'loss':>8} {'perplexity':>11} {'bits/byte':>10} {'tokens':>12}")
     for name in eval_sets.split(","):

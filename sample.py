@@ -31,7 +31,7 @@ configure(globals(), config_keys)
 
 device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
 model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
-enc = get_tokenizer(meta["tokenizer"])
+enc = get_tokenizer(meta["tokenizer"], out_dir)
 print(f"loaded {ckpt['path']} (iteration {ckpt['iter_num']}, {ckpt['model_type']}, "
       f"{model.num_params() / 1e6:.2f}M parameters)")
 

@@ -47,6 +47,19 @@ def test_bits_per_byte_with_gpt2_tokens(monkeypatch):
     check_bits_per_byte(enc)
 
 
+def test_bits_per_byte_with_a_trained_bpe(tmp_path):
+    pytest.importorskip("tokenizers", reason="bpe:N needs the tokenizers package (requirements-test.txt)")
+    from tokenizer import train_bpe
+
+    train_bpe([TEXT, "Café naïve — déjà vu 🐉. " * 20], 300, str(tmp_path / "tokenizer.json"))
+    enc = get_tokenizer("bpe:300", str(tmp_path))
+    lengths = enc.byte_lengths()
+    for text in (TEXT, "déjà vu 🐉 über"):  # multi-byte characters, some split across tokens
+        assert sum(lengths[i] for i in enc.encode(text)) == len(text.encode("utf-8"))
+    assert lengths[enc.eot_token] == 0
+    check_bits_per_byte(enc)
+
+
 def test_tokens_outside_the_vocabulary_are_a_clear_error():
     model = GPT(GPTConfig(block_size=8, vocab_size=257, n_layer=1, n_head=2, n_embd=16)).eval()
     with pytest.raises(SystemExit, match="another tokenizer"):

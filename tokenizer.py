@@ -4,10 +4,17 @@ train.py / sample.py decode with the same one:
 
     bytes                        UTF-8 bytes 0..255, end-of-text 256 (offline, no files)
     gpt2, cl100k_base, o200k_base tiktoken encodings (downloaded once, then cached; honours TIKTOKEN_CACHE_DIR)
+    bpe:4096                     a byte-level BPE that prepare.py trained on the data: tokenizer.json beside meta.json
+    hf:llama.json                a Hugging Face tokenizer.json (Llama, CodeLlama, SuperBPE, ...) beside meta.json
+    path/to/tokenizer.json       the same, by path: what a user passes to prepare.py, which stores it as hf:<name>
 
-Each tokenizer has encode(text) -> list[int] (no special tokens), decode(ids) -> str, vocab_size, eot_token, and
-byte_lengths(): the UTF-8 length of every token (0 for end-of-text), for tokenizer-independent bits per byte.
+Files named by a spec are looked up in `directory`: the data folder for prepare.py and train.py, out_dir for
+sample.py and eval.py (train.py copies them there). Each tokenizer has encode(text) -> list[int] (no special tokens:
+a document's own "<|endoftext|>" is plain text), decode(ids) -> str, vocab_size, eot_token, and byte_lengths(): the
+UTF-8 length of every token (0 for end-of-text), for tokenizer-independent bits per byte.
 """
+
+import os
 
 
 class ByteTokenizer:
@@ -69,7 +76,84 @@ class TiktokenTokenizer:
         return lengths
 
 
-def get_tokenizer(spec):
+class HFTokenizer:
+    """A Hugging Face tokenizer.json through the `tokenizers` package (optional: imported only here)."""
+
+    # end-of-text markers in the order they are tried: GPT-2 style, Llama/SentencePiece, Llama 3, Gemma
+    EOT_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
+
+    def __init__(self, path):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise SystemExit(f"error: tokenizer file {path} needs the tokenizers package: pip install tokenizers")
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: no tokenizer file {path}")
+        try:
+            self.tok = Tokenizer.from_file(path)
+        except Exception as e:  # not JSON, or not a tokenizer
+            raise SystemExit(f"error: {path} is not a Hugging Face tokenizer.json ({str(e).splitlines()[0]})")
+        self.tok.encode_special_tokens = True  # like tiktoken's encode_ordinary: special tokens in text are text
+        self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
+        ids = [self.tok.token_to_id(name) for name in self.EOT_NAMES]
+        if all(i is None for i in ids):
+            raise SystemExit(f"error: {path} has no end-of-text token (looked for {', '.join(self.EOT_NAMES)})")
+        self.eot_token = next(i for i in ids if i is not None)
+
+    def encode(self, text):
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids):
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    def byte_lengths(self):
+        """Byte-level BPEs (GPT-2 style, bpe:N, Llama 3) spell each byte as one character of the token string;
+        SentencePiece ones (Llama 2) spell a space as U+2581 and unknown bytes as <0xNN>."""
+        special = {t.content for t in self.tok.get_added_tokens_decoder().values() if t.special}
+        byte_level = type(self.tok.decoder).__name__ == "ByteLevel"
+        lengths = []
+        for i in range(self.vocab_size):
+            token = self.tok.id_to_token(i)
+            if token is None or token in special:
+                lengths.append(0)
+            elif byte_level:
+                lengths.append(len(token))
+            elif len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+                lengths.append(1)
+            else:
+                lengths.append(len(token.replace("\u2581", " ").encode("utf-8")))
+        return lengths
+
+
+def train_bpe(texts, vocab_size, path):
+    """Train a byte-level BPE of vocab_size tokens (end-of-text included, id 0) on an iterable of texts; save it
+    to path. Byte-level: every string round-trips, nothing is ever unknown. Deterministic for the same texts."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        raise SystemExit("error: --tokenizer=bpe:N trains with the tokenizers package: pip install tokenizers")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's split into words, on bytes
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen in training or not
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.save(path)
+
+
+def get_tokenizer(spec, directory=None):
+    """The tokenizer for a spec string; directory holds the files that bpe:N and hf:<name> specs refer to."""
     if spec == "bytes":
         return ByteTokenizer()
+    if spec.startswith(("bpe:", "hf:")):
+        name = "tokenizer.json" if spec.startswith("bpe:") else spec[3:]
+        if directory is None and spec.startswith("bpe:"):
+            raise SystemExit(f"error: tokenizer {spec!r} is a file stored beside meta.json: pass its folder")
+        return HFTokenizer(os.path.join(directory, name) if directory is not None else name)
+    if spec.endswith(".json"):
+        return HFTokenizer(spec)
     return TiktokenTokenizer(spec)
