@@ -95,9 +95,9 @@ class LanguageModel(nn.Module):
         extra = {"fused": True} if use_fused else {}
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
-    def estimate_mfu(self, tokens_per_iter, dt, peak_flops):
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops, seq_len=None):
         """Model FLOPs utilization: achieved training FLOP/s (forward + backward) over the device's peak."""
-        return self.flops_per_token() * tokens_per_iter / dt / peak_flops
+        return self.flops_per_token(seq_len) * tokens_per_iter / dt / peak_flops
 
     def start_decoding(self, use_cache=True):
         """Return feed(tokens (B, t)) -> logits (B, padded_vocab) of the token after everything fed so far.

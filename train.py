@@ -85,6 +85,7 @@ min_lr = 6e-5
 device = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = "auto"  # 'auto', 'float32', 'bfloat16', 'float16'
 compile = "auto"  # 'auto', True, False
+peak_flops = 0.0  # the device's dense peak FLOP/s for MFU; 0: from the table in common.py by GPU name
 seed = 1337
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items()
@@ -182,7 +183,7 @@ if compile:
     train_model = torch.compile(raw_model)
 if ddp:
     train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
-peak = common.peak_flops(device_type)
+peak = peak_flops or common.peak_flops(device_type)
 
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
@@ -195,7 +196,8 @@ if master_process:
 class MetricsLog:
     """out_dir/log.csv always (appended on resume); TensorBoard and wandb only when asked, imported only then."""
 
-    columns = ["iter", "loss", "val_loss", "lr", "tokens_per_sec", "mfu", "grad_norm", "peak_mem_mb", "elapsed_s"]
+    columns = ["iter", "loss", "val_loss", "lr", "tokens_per_sec", "mfu", "grad_norm", "peak_mem_mb", "elapsed_s",
+               "x_active", "y_active"]  # BDH: fractions of active neurons in x_sparse and y_sparse
 
     def __init__(self):
         self.path, self.start, self.tb, self.wandb = os.path.join(out_dir, "log.csv"), time.time(), None, None
@@ -393,13 +395,17 @@ while True:
         mean_loss = loss_sum.item() / iters_since_log  # .item() waits for the device: time after it
         dt = (time.time() - t0) / iters_since_log
         tokens_per_sec = tokens_per_iter / dt
-        mfu = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak) if peak else None
+        mfu = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak, block_size) if peak else None
         peak_mem = common.peak_memory_mb(device_type)
+        # BDH's last training forward: how many neurons fire (the paper reports about 5% once trained)
+        activity = {f"{k[0]}_active": round(v.item(), 4) for k, v in getattr(raw_model, "last_activity", {}).items()}
         metrics_log.write(iter_num, loss=mean_loss, lr=lr, tokens_per_sec=round(tokens_per_sec, 1),
                           grad_norm=grad_norm.item(), peak_mem_mb=round(peak_mem, 1),
-                          **({"mfu": mfu} if mfu is not None else {}))
+                          **({"mfu": mfu} if mfu is not None else {}), **activity)
         flops = f"mfu {100 * mfu:.1f}%" if mfu is not None else \
-            f"{raw_model.flops_per_token() * tokens_per_sec / 1e12:.3f} TFLOP/s"
+            f"{raw_model.flops_per_token(block_size) * tokens_per_sec / 1e12:.3f} TFLOP/s"
+        if activity:
+            flops += f", active x {100 * activity['x_active']:.1f}% y {100 * activity['y_active']:.1f}%"
         scale = f", loss scale {scaler.get_scale():.0f}" if dtype == "float16" else ""
         if progress:
             progress.set_postfix_str(f"loss {mean_loss:.4f}, lr {lr:.1e}, {tokens_per_sec:,.0f} tok/s, {flops}")
