@@ -4,7 +4,14 @@ Generate text from a trained model, using only what train.py wrote to out_dir (c
     python sample.py --out_dir=out-demo --start="Once upon a time" --num_samples=3 --max_new_tokens=300
     python sample.py --out_dir=out-demo --start=FILE:prompt.txt
     python sample.py --out_dir=out-demo --interactive=True       # type prompts; the model stays loaded
+
+Tokens are printed as they are generated, one sample after another; a sample ends at end-of-text or after
+max_new_tokens. GPT decodes with a KV cache, BDH with its recurrent state (use_cache=False recomputes the whole
+context for every token: the same tokens, slower). The speed of each sample goes to stderr.
 """
+
+import sys
+import time
 
 import torch
 
@@ -23,6 +30,7 @@ temperature = 0.8  # 1.0 samples the model's distribution, lower is more conserv
 top_k = 200  # keep only the k most likely tokens (0: all)
 top_p = 1.0  # nucleus sampling: keep the smallest set of tokens whose probability reaches top_p
 seed = 1337
+use_cache = True  # GPT: KV cache, BDH: recurrent state; False recomputes the context for every token
 device = "auto"
 dtype = "auto"
 # -----------------------------------------------------------------------------
@@ -39,18 +47,25 @@ generator = torch.Generator(device=device).manual_seed(seed)
 
 
 def sample(text):
-    """Print num_samples continuations of text, each cut at its first end-of-text."""
+    """Stream num_samples continuations of text to stdout, each ending at its first end-of-text."""
     prompt = enc.encode(text) if text else [enc.eot_token]
-    x = torch.tensor([prompt] * num_samples, dtype=torch.long, device=device)
-    with torch.no_grad(), common.autocast(device_type, dtype):
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,
-                           generator=generator)
-    for row in y.tolist():
-        new = row[len(prompt):]
-        if enc.eot_token in new:  # a story ends at end-of-text
-            new = new[: new.index(enc.eot_token)]
-        print(text + enc.decode(new))
+    x = torch.tensor([prompt], dtype=torch.long, device=device)
+    for _ in range(num_samples):
+        print(text, end="", flush=True)
+        new, shown, t0 = [], "", time.perf_counter()
+        with torch.no_grad(), common.autocast(device_type, dtype):
+            for token in model.generate_stream(x, max_new_tokens, temperature, top_k or None, top_p, generator,
+                                               use_cache):
+                if token.item() == enc.eot_token:  # a story ends at end-of-text
+                    break
+                new.append(token.item())
+                out = enc.decode(new)
+                if not out.endswith("\ufffd"):  # else wait: a character's bytes are split across tokens
+                    print(out[len(shown):], end="", flush=True)
+                    shown = out
+        print(enc.decode(new)[len(shown):])
         print("---------------")
+        print(f"({len(new)} tokens, {len(new) / (time.perf_counter() - t0):.1f} tokens/s)", file=sys.stderr)
 
 
 if start.startswith("FILE:"):

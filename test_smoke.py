@@ -68,10 +68,15 @@ def test_sample_decodes_from_out_dir_alone(trained):
     assert max(len(s.strip()) for s in samples[:2]) > len("Once upon a time") + 10  # it wrote something
 
 
-def test_sample_is_reproducible_with_a_seed(trained):
+def test_sample_is_reproducible_and_the_kv_cache_changes_nothing(trained):
     _, out = trained
-    args = (f"--out_dir={out}", "--num_samples=1", "--max_new_tokens=30", "--device=cpu", "--seed=5")
-    assert run("sample.py", *args).stdout == run("sample.py", *args).stdout
+    args = (f"--out_dir={out}", "--num_samples=2", "--max_new_tokens=30", "--device=cpu", "--seed=5")
+    def samples(*extra):
+        return run("sample.py", *args, *extra).stdout.split("\nloaded ", 1)[1]
+
+    cached = samples()
+    assert cached == samples() and cached.count("---------------") == 2
+    assert cached == samples("--use_cache=False")  # recomputing the context for every token: the same tokens
 
 
 def test_missing_dataset_says_how_to_prepare_it(tmp_path):
