@@ -508,7 +508,7 @@ class BDH(LanguageModel):
     attention_form ('auto', 'direct' or 'chunked') and chunk_size choose how training computes the attention: an
     implementation choice, not architecture, so not a config field; 'auto' is chunked above CHUNKED_ABOVE tokens."""
 
-    # measured on a 2-core CPU (notes/model.md): forward + backward of the chunked form (chunks of 256) overtakes the
+    # measured on a 2-core CPU (BENCHMARKS.md): forward + backward of the chunked form (chunks of 256) overtakes the
     # direct form at about 1024 tokens; re-measure on your device with bench.py
     CHUNKED_ABOVE = 1024
     CHUNK_SIZE = 256

@@ -2,6 +2,9 @@
 # Memory and tokens/s: not measured yet (no P100 was available to us). Kaggle sessions end after ~12 h and only
 # /kaggle/working survives: a time budget saves and stops in time; resume with --init_from=resume.
 # !python train.py config/kaggle_p100.py --out_dir=/kaggle/working/out
+# BDH here: add --model=bdh --mlp_internal_dim_multiplier=64 --batch_size=8 and raise gradient_accumulation_steps;
+# its activations are batch x heads x T x N per layer (an estimate; not measured on this GPU), and
+# --gradient_checkpointing=True trades a third more compute for most of that memory.
 out_dir = "/kaggle/working/out"
 dataset = "tinystories"
 dtype = "float16"

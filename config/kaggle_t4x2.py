@@ -2,6 +2,9 @@
 # on (Triton supports 7.5), two processes with torchrun. Memory and tokens/s: not measured yet (no T4 was available
 # to us). If NCCL hangs at start, set NCCL_P2P_DISABLE=1 (and NCCL_IB_DISABLE=1).
 # !torchrun --standalone --nproc_per_node=2 train.py config/kaggle_t4x2.py
+# BDH here: add --model=bdh --mlp_internal_dim_multiplier=64 --batch_size=8 and raise gradient_accumulation_steps;
+# its activations are batch x heads x T x N per layer (an estimate; not measured on this GPU), and
+# --gradient_checkpointing=True trades a third more compute for most of that memory.
 out_dir = "/kaggle/working/out"
 dataset = "tinystories"
 dtype = "float16"
