@@ -10,6 +10,7 @@ steps after warm-up, with the device synchronised around each one.
     python bench.py --reference=True                       # also a plain GPT-2 implementation, same shape
     python bench.py --model=bdh --bdh_check=True           # BDH's attention forms and cache, checked (see below)
     python bench.py --model=bdh --bdh_crossover=256,512,1024,2048 --n_layer=1 --batch_size=1
+    python bench.py --model=all --generate_curve=1024      # time per new token as the sequence grows
 
 Model keys apply to each model whose config class (model.GPTConfig, model.BDHConfig) has that field; n_layer, n_head,
 n_embd and dropout left at None take the model's own default. block_size is the training sequence length of both.
@@ -71,6 +72,7 @@ bdh_check = False
 bdh_check_T = 512
 bdh_check_long_T = 4096
 bdh_check_new_tokens = 256
+generate_curve = 0  # N > 0: ms per new token at positions N/8, N/4, N/2 and N of one sequence, cache on and off
 bdh_crossover = None  # lengths, e.g. 256,512,1024: BDH training steps of the direct and chunked forms at each
 peak_flops = 0.0  # the device's dense peak FLOP/s for MFU; 0: from the table in common.py
 device = "auto"
@@ -181,6 +183,40 @@ def time_generation(net, new_tokens, use_cache):
         sync()
     net.train()
     return new_tokens / (time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def time_per_token(net, length, use_cache):
+    """Seconds for each new token of one sequence (batch 1) grown greedily from one token to `length` tokens."""
+    net.eval()
+    feed, token, times = net.start_decoding(use_cache), torch.zeros((1, 1), dtype=torch.long, device=device), []
+    with common.autocast(device_type, dtype):
+        for _ in range(length):
+            sync()
+            t0 = time.perf_counter()
+            token = feed(token)[:, :vocab_size].argmax(dim=-1, keepdim=True)
+            sync()
+            times.append(time.perf_counter() - t0)
+    net.train()
+    return times
+
+
+def run_generate_curve(names, length):
+    """ms per token around positions length/8 ... length, the median of the 8 tokens ending there. GPT's cache is
+    flat up to block_size; past it the window is prefilled again each token (see GPT.start_decoding)."""
+    positions = [max(8, length // k) for k in (8, 4, 2, 1)]
+    rows = []
+    for name in names:
+        torch.manual_seed(seed)
+        net = create_model(name, model_args(name)).to(device)
+        curves = {c: time_per_token(net, length, c) for c in (True, False)}
+        for p in positions:
+            ms = {c: 1000 * statistics.median(curves[c][p - 8 : p]) for c in curves}
+            rows.append({"model": name, "position": p, "ms_per_token_cache": ms[True], "ms_per_token_nocache": ms[False]})
+    print(f"{'model':<6} {'position':>8} {'ms/token, cache':>16} {'no cache':>9}")
+    for r in rows:
+        print(f"{r['model']:<6} {r['position']:>8} {r['ms_per_token_cache']:>16.2f} {r['ms_per_token_nocache']:>9.2f}")
+    return rows
 
 
 def bench(name, use_compile):
@@ -335,6 +371,8 @@ if __name__ == "__main__":
     elif bdh_crossover is not None:
         lengths = bdh_crossover if isinstance(bdh_crossover, (tuple, list)) else (bdh_crossover,)
         report["bdh_crossover"] = run_bdh_crossover(lengths)
+    elif generate_curve:
+        report["generate_curve"] = run_generate_curve(["gpt", "bdh"] if model == "all" else [model], generate_curve)
     else:
         peak = peak_flops or common.peak_flops(device_type)
         compile_modes = [False, True] if can_compile and compile == "auto" else [can_compile]

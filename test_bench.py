@@ -75,3 +75,11 @@ def test_bdh_check_fails_when_a_ratio_falls_short():
                       "--bdh_check_long_T=64", "--bdh_check_new_tokens=8", "--noise=-1", check=False)
     error = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode != 0 and error.startswith("error: (a) T=32 step time direct/auto is")
+
+
+def test_generate_curve_times_each_position_with_and_without_cache(tmp_path):
+    path = tmp_path / "curve.json"
+    run_script("bench.py", *TINY, *TINY_BDH, "--model=all", "--generate_curve=64", f"--json={path}")
+    rows = json.loads(path.read_text())["generate_curve"]
+    assert [(r["model"], r["position"]) for r in rows] == [(m, p) for m in ("gpt", "bdh") for p in (8, 16, 32, 64)]
+    assert all(r["ms_per_token_cache"] > 0 and r["ms_per_token_nocache"] > 0 for r in rows)
