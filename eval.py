@@ -39,10 +39,11 @@ dtype = "auto"
 
 
 @torch.no_grad()
-def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None):
-    """Every token after the first predicted once, in consecutive windows of block_size. Returns a dict of
-    loss (nats/token), perplexity, bits_per_byte, tokens, bytes."""
-    T = model.config.block_size
+def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, block_size=None):
+    """Every token after the first predicted once, in consecutive windows of block_size (default: the model's
+    context; BDH has none, so pass the length it trained on). Returns a dict of loss (nats/token), perplexity,
+    bits_per_byte, tokens, bytes."""
+    T = block_size or model.config.block_size
     n_windows = (len(tokens) - 1) // T
     if n_windows == 0:
         raise SystemExit(f"error: an eval set of {len(tokens)} tokens is shorter than block_size + 1 = {T + 1}")
@@ -110,8 +111,9 @@ def compare_runs(out_dirs):
     for run in out_dirs:
         model, ckpt, meta = common.load_model(run, checkpoint, device)
         enc = get_tokenizer(meta["tokenizer"], run)
-        r = evaluate(model, token_file("val", run, meta), enc.byte_lengths(), batch_size, eval_batches, ctx)
         cfg = ckpt["config"]
+        r = evaluate(model, token_file("val", run, meta), enc.byte_lengths(), batch_size, eval_batches, ctx,
+                     cfg["block_size"])
         x = torch.tensor([enc.encode(start)], dtype=torch.long, device=device)
         g = torch.Generator(device=device).manual_seed(seed)
         t0 = time.perf_counter()
@@ -145,5 +147,6 @@ if __name__ == "__main__":
     print(f"{ckpt['path']}: {ckpt['model_type']}, iteration {ckpt['iter_num']}")
     print(f"{'eval set':<40} {'loss':>8} {'perplexity':>11} {'bits/byte':>10} {'tokens':>12}")
     for name in eval_sets.split(","):
-        r = evaluate(model, token_file(name, out_dir, meta), byte_lengths, batch_size, eval_batches, ctx)
+        r = evaluate(model, token_file(name, out_dir, meta), byte_lengths, batch_size, eval_batches, ctx,
+                     ckpt["config"]["block_size"])
         print(f"{name:<40} {r['loss']:>8.4f} {r['perplexity']:>11.3f} {r['bits_per_byte']:>10.4f} {r['tokens']:>12,}")

@@ -128,15 +128,17 @@ def test_prompt_from_a_file_and_interactive_prompts(trained, tmp_path):
     assert proc.returncode == 0 and "> Lily" in proc.stdout and "> Ben" in proc.stdout
 
 
-def test_compare_two_runs_writes_the_table_and_the_loss_curves(trained, tmp_path):
+def test_compare_gpt_and_bdh_runs_writes_the_table_and_the_loss_curves(trained, tmp_path):
     data, out = trained
     other = str(tmp_path / "other")
-    run("train.py", f"--dataset={data}", f"--out_dir={other}", "--max_iters=10", "--eval_interval=5", *TINY)
+    run("train.py", f"--dataset={data}", f"--out_dir={other}", "--max_iters=10", "--eval_interval=5", *TINY,
+        "--model=bdh", "--mlp_internal_dim_multiplier=4")
     png = tmp_path / "compare.png"
     proc = run("eval.py", f"--compare={out},{other}", "--eval_batches=3", "--max_new_tokens=10", "--device=cpu",
                f"--compare_png={png}")
     table = proc.stdout.split("run ", 1)[1].splitlines()
     assert table[1].startswith(out) and table[2].startswith(other)
+    assert table[1].split()[1] == "gpt" and table[2].split()[1] == "bdh"
     tokens = [int(line.split()[4].replace(",", "")) for line in table[1:3]]
     assert tokens == [60 * 4 * 32, 10 * 4 * 32]  # iterations x batch_size x block_size
     assert proc.stdout.count("(seed 1337) ---") == 2  # a sample per run, same prompt and seed
