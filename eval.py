@@ -102,6 +102,7 @@ def plot_loss_curves(out_dirs, path):
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (nats/token)")
     ax.legend()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     print(f"loss curves: {path}")
 
