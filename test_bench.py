@@ -32,6 +32,7 @@ def test_bench_reports_training_and_generation_speed_of_every_model(tmp_path):
     assert "block_size" not in bdh["model_args"] and "mlp_internal_dim_multiplier" not in gpt["model_args"]
     assert bdh["model_args"]["dropout"] == 0.1 and gpt["model_args"]["dropout"] == 0.0  # each model's own default
     assert bdh["attention_form"] == "direct" and gpt["attention_form"] is None
+    assert report["reference_ratio"]["compile_False"] > 0.5  # steps in turn: the check's ratio, within --noise
 
 
 def test_bench_bdh_alone_takes_bdh_config_defaults(tmp_path):
