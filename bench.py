@@ -212,7 +212,8 @@ def run_generate_curve(names, length):
         curves = {c: time_per_token(net, length, c) for c in (True, False)}
         for p in positions:
             ms = {c: 1000 * statistics.median(curves[c][p - 8 : p]) for c in curves}
-            rows.append({"model": name, "position": p, "ms_per_token_cache": ms[True], "ms_per_token_nocache": ms[False]})
+            rows.append({"model": name, "position": p, "ms_per_token_cache": ms[True],
+                         "ms_per_token_nocache": ms[False]})
     print(f"{'model':<6} {'position':>8} {'ms/token, cache':>16} {'no cache':>9}")
     for r in rows:
         print(f"{r['model']:<6} {r['position']:>8} {r['ms_per_token_cache']:>16.2f} {r['ms_per_token_nocache']:>9.2f}")
