@@ -54,13 +54,14 @@ def test_reference_check_fails_when_ours_is_slower():
 # small enough for seconds on one CPU thread
 CHECK = ["--model=bdh", "--bdh_check=True", "--device=cpu", "--threads=1", "--n_layer=1", "--n_head=2",
          "--n_embd=64", "--mlp_internal_dim_multiplier=32", "--vocab_size=2048", "--batch_size=1", "--dropout=0.0",
-         "--chunk_size=64", "--bdh_check_T=128", "--bdh_check_long_T=1024", "--warmup_steps=1", "--timed_steps=2"]
+         "--chunk_size=64", "--bdh_check_T=128", "--bdh_check_long_T=1024", "--warmup_steps=1", "--timed_steps=3"]
 
 
 def test_bdh_check_passes(tmp_path):
     path = tmp_path / "check.json"
-    # a loose margin for shared machines; the ratios measured in BENCHMARKS.md clear these by far
-    proc = run_script("bench.py", *CHECK, "--noise=0.3", f"--json={path}")
+    # a loose margin: parallel tests share the cores, and at T=128 auto and direct are the same computation, so
+    # only noise separates them; the ratios measured in BENCHMARKS.md clear the real margins by far
+    proc = run_script("bench.py", *CHECK, "--noise=0.5", f"--json={path}")
     check = json.loads(path.read_text())["bdh_check"]
     assert check["passed"] and len(check["ratios"]) == 5 and all(r["ok"] for r in check["ratios"])
     assert {(r["T"], r["form"]) for r in check["rows"]} == {(128, "auto"), (128, "direct"), (1024, "chunked"),
