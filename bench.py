@@ -6,6 +6,7 @@ steps after warm-up, with the device synchronised around each one.
 
     python bench.py                                        # GPT, train.py's default shape, random tokens
     python bench.py --model=all                            # GPT and BDH (BDHConfig's shape), one table
+    python bench.py --dataset=tinystories --block_size=512   # real tokens (and vocabulary) instead of random ones
     python bench.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --json=bench.json
     python bench.py --reference=True                       # also a plain GPT-2 implementation, same shape
     python bench.py --model=bdh --bdh_check=True           # BDH's attention forms and cache, checked (see below)
@@ -32,6 +33,7 @@ pass a smaller one (--n_layer=1 --batch_size=1). --bdh_crossover=T1,T2,... times
 
 import gc
 import json as jsonlib
+import os
 import statistics
 import time
 from dataclasses import asdict, fields
@@ -61,7 +63,8 @@ mlp = "gelu"  # gpt: or 'swiglu'
 n_kv_head = 0  # gpt: key/value heads for grouped-query attention; 0: n_head
 chunk_size = 0  # bdh: positions per chunk of the chunked attention form (not a config field); 0: BDH.CHUNK_SIZE
 block_size = 256  # sequence length of the training steps (gpt: also its context)
-vocab_size = 50257
+vocab_size = 50257  # with --dataset: the dataset's
+dataset = ""  # a prepared dataset (a folder under data/, or a path): time on its tokens; empty: random tokens
 batch_size = 8
 warmup_steps = 3
 timed_steps = 10
@@ -124,6 +127,11 @@ def sync():
 
 
 def random_batch(T):
+    """The (x, y) batch every timed step reuses: random tokens, or a batch of the dataset's training split."""
+    if dataset:
+        folder, meta = common.find_dataset(dataset)
+        return common.BatchLoader(os.path.join(folder, "train.bin"), meta["dtype"], batch_size, T, device,
+                                  seed).next_batch()
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randint(0, vocab_size, (batch_size, T), generator=g).to(device) for _ in range(2))
 
@@ -385,6 +393,8 @@ if __name__ == "__main__":
     for key in ("n_layer", "n_head", "n_embd"):
         if config[key] is not None and (not isinstance(config[key], int) or isinstance(config[key], bool)):
             raise SystemExit(f"error: --{key}={config[key]!r} must be an integer")
+    if dataset:  # the model's vocabulary is the data's
+        vocab_size = config["vocab_size"] = common.find_dataset(dataset)[1]["vocab_size"]
     device, device_type, dtype, can_compile = common.resolve_device(device, dtype, compile)
     if threads:
         torch.set_num_threads(threads)

@@ -85,3 +85,12 @@ def test_generate_curve_times_each_position_with_and_without_cache(tmp_path):
     rows = json.loads(path.read_text())["generate_curve"]
     assert [(r["model"], r["position"]) for r in rows] == [(m, p) for m in ("gpt", "bdh") for p in (8, 16, 32, 64)]
     assert all(r["ms_per_token_cache"] > 0 and r["ms_per_token_nocache"] > 0 for r in rows)
+
+
+def test_bench_on_a_prepared_dataset_takes_its_tokens_and_vocabulary(tmp_path, tiny_dataset):
+    path = tmp_path / "bench.json"
+    args = [a for a in TINY if not a.startswith("--vocab_size")]
+    run_script("bench.py", *args, f"--dataset={tiny_dataset}", "--vocab_size=50257", f"--json={path}")
+    report = json.loads(path.read_text())
+    assert report["config"]["vocab_size"] == 257  # the data's, not the flag's: its ids must fit the model
+    assert report["results"][0]["model_args"]["vocab_size"] == 257
