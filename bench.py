@@ -121,6 +121,16 @@ class ReferenceGPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
 
 
+def build(name):
+    """A fresh model 'gpt', 'bdh' or 'reference' at the configured shape, on the device, from the same seed."""
+    torch.manual_seed(seed)
+    args = model_args("gpt" if name == "reference" else name)
+    net = ReferenceGPT(model_config_class("gpt")(**args)) if name == "reference" else create_model(name, args)
+    if name == "bdh":
+        net.chunk_size = chunk_size or net.chunk_size
+    return net.to(device)
+
+
 def sync():
     if device_type == "cuda":
         torch.cuda.synchronize()
@@ -215,8 +225,7 @@ def run_generate_curve(names, length):
     positions = [max(8, length // k) for k in (8, 4, 2, 1)]
     rows = []
     for name in names:
-        torch.manual_seed(seed)
-        net = create_model(name, model_args(name)).to(device)
+        net = build(name)
         curves = {c: time_per_token(net, length, c) for c in (True, False)}
         for p in positions:
             ms = {c: 1000 * statistics.median(curves[c][p - 8 : p]) for c in curves}
@@ -226,14 +235,6 @@ def run_generate_curve(names, length):
     for r in rows:
         print(f"{r['model']:<6} {r['position']:>8} {r['ms_per_token_cache']:>16.2f} {r['ms_per_token_nocache']:>9.2f}")
     return rows
-
-
-def build(name):
-    """A fresh model 'gpt', 'bdh' or 'reference' at the configured shape, on the device, from the same seed."""
-    torch.manual_seed(seed)
-    args = model_args("gpt" if name == "reference" else name)
-    net = ReferenceGPT(model_config_class("gpt")(**args)) if name == "reference" else create_model(name, args)
-    return net.to(device)
 
 
 def reference_ratio(use_compile):
@@ -259,8 +260,6 @@ def bench(name, use_compile):
     """One row of the table: model name ('gpt', 'bdh' or 'reference') trained and sampled at the configured shape."""
     net = build(name)
     args = model_args("gpt" if name == "reference" else name)
-    if name == "bdh":
-        net.chunk_size = chunk_size or net.chunk_size
     optimizer = GPT.configure_optimizers(net, 0.1, 6e-4, (0.9, 0.95), device_type)
     dt, mem, saved = time_train_step(net, optimizer, use_compile)
     tokens = batch_size * block_size
@@ -318,10 +317,7 @@ def compare_forms(net, optimizer, T, forms):
 
 
 def bdh_setup():
-    torch.manual_seed(seed)
-    args = model_args("bdh")
-    net = create_model("bdh", args).to(device)
-    net.chunk_size = chunk_size or net.chunk_size
+    net = build("bdh")
     optimizer = net.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)
     c = net.config
     shape = (f"n_layer {c.n_layer}, n_head {c.n_head}, n_embd {c.n_embd}, N {c.N}, vocab {c.vocab_size}, "
