@@ -227,8 +227,8 @@ class MetricsLog:
         metrics["elapsed_s"] = round(time.time() - self.start, 2)
         with open(self.path, "a") as f:  # repr keeps full precision: resumed runs compare bit for bit
             f.write(",".join([str(it)] + [repr(metrics[c]) if c in metrics else "" for c in self.columns[1:]]) + "\n")
-        for k, v in metrics.items():
-            if self.tb:
+        if self.tb:
+            for k, v in metrics.items():
                 self.tb.add_scalar(k, v, it)
         if self.wandb:
             self.wandb.log(metrics, step=it)
