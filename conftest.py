@@ -1,18 +1,9 @@
-"""Shared test fixtures: a tiny prepared dataset that needs no generator, download or tokenizer files."""
+"""Fixtures for test_smoke.py and tests/: a tiny prepared dataset that needs no generator, download or tokenizer."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-REPO = os.path.dirname(os.path.abspath(__file__))
-SHARED_DATA = os.path.join(REPO, "..", "shared", "data")  # offline test data beside a checkout, absent in a clone
-# a model small enough that a training iteration takes milliseconds on a laptop CPU
-TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--eval_iters=2",
-              "--device=cpu", "--dtype=float32", "--compile=False"]
 
 
 @pytest.fixture(scope="session")
@@ -26,22 +17,7 @@ def tiny_dataset(tmp_path_factory):
         docs = [b" ".join(sentences[i] for i in rng.integers(0, 3, 4)) for _ in range(n_docs)]
         tokens = np.concatenate([np.append(np.frombuffer(d, np.uint8), 256) for d in docs]).astype(np.uint16)
         tokens.tofile(folder / f"{split}.bin")
-        meta[f"{split}_tokens"], meta[f"{split}_documents"] = len(tokens), n_docs
+        meta[f"{split}_tokens"] = len(tokens)
+        meta[f"{split}_documents"] = n_docs
     (folder / "meta.json").write_text(json.dumps(meta))
     return str(folder)
-
-
-def run_script(script, *args, check=True, timeout=300, env=None):
-    """Run one of the repo's scripts as a user would; returns the CompletedProcess."""
-    proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def read_log(out_dir):
-    """log.csv as a list of dicts (empty strings where a row has no value)."""
-    lines = open(os.path.join(out_dir, "log.csv")).read().splitlines()
-    header = lines[0].split(",")
-    return [dict(zip(header, line.split(","))) for line in lines[1:]]

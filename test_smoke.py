@@ -9,20 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_MODEL as TINY
-from conftest import REPO, read_log, run_script
+from tests.helpers import REPO, assert_one_line_error, read_log, run_script
+from tests.helpers import TINY_MODEL as TINY
 
 
 def run(script, *args, check=True):
     return run_script(script, *args, check=check)
-
-
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    err = proc.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
 
 
 @pytest.fixture(scope="module")

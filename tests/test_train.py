@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import common
-from conftest import REPO, TINY_MODEL, read_log, run_script
+from tests.helpers import REPO, TINY_MODEL, read_log, run_script
 
 
 def train_args(data, out, *extra):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 from eval import evaluate
 from model import GPT, GPTConfig
 from tokenizer import get_tokenizer

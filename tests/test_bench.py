@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_script
+from tests.helpers import run_script
 
 # one thread: a second costs tiny shapes more than it gives, and the test machine may be running other jobs
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--vocab_size=257",

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import common
+from tests.helpers import REPO
 from model import BDHConfig, create_model, model_config_class, sample_next_token, swiglu_hidden
 
 # CPU float math slows down 10x or more on denormal numbers, which some of these trainings produce
@@ -291,7 +292,7 @@ def test_tinystories_configs_compare_gpt_and_bdh_at_equal_non_embedding_size():
     models = {}
     for name in ("tinystories_gpt", "tinystories_bdh", "tinystories_gpt_factorized"):
         cfg = {}
-        with open(os.path.join(os.path.dirname(__file__), "config", f"{name}.py")) as f:
+        with open(os.path.join(REPO, "config", f"{name}.py")) as f:
             exec(f.read(), {}, cfg)  # plain assignments, as configurator.py reads them
         args = {f.name: cfg[f.name] for f in fields(model_config_class(cfg["model"])) if f.name in cfg}
         with torch.device("meta"):

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 import prepare
+from tests.helpers import REPO, SHARED_DATA
 from tokenizer import get_tokenizer
 
-REPO = os.path.dirname(os.path.abspath(__file__))
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "shared", "data")  # beside a checkout, absent in a clone
 SAMPLE = os.path.join(SHARED_DATA, "tinystories", "TinyStories-train-sample.txt")
 TIKTOKEN_CACHE = os.path.join(SHARED_DATA, "tiktoken_cache")
 EOT = "<|endoftext|>"
