@@ -1,20 +1,30 @@
 """
 Config overrides for the scripts, nanoGPT style. A script defines its defaults as plain globals, then calls
 
-    config = configure(globals(), config_keys)
+    config = configure(globals())
 
-which applies, in order: config files (`config/x.py`, plain assignments) and `--key=value` arguments. Values are
-parsed with ast.literal_eval (a value that is not a Python literal stays a string) and must have the type of the
-default: an int is accepted for a float, and a default of None or 'auto' accepts any type. Unknown keys, in a
-file or on the command line, are errors that name the closest valid keys.
+which applies, in order, config files (`config/x.py`, plain assignments) and `--key=value` arguments, and returns
+the resolved config as a dict. The keys are the script's globals of plain types (None, bool, int, float, str),
+except names that start with '_' or are all capitals (constants): config_keys() is that one rule.
 
-Inside a Jupyter/Kaggle kernel sys.argv holds the kernel's own arguments (`-f .../kernel-xyz.json`); those are
+Values are parsed with ast.literal_eval; a value that is not a Python literal stays a string. A value must have the
+type of its default, but an int is accepted for a float, and a default of None or 'auto' accepts any type. Unknown
+keys, in a file or on the command line, are errors that name the closest valid keys.
+
+Inside a Jupyter/Kaggle kernel sys.argv holds the kernel's own arguments (`-f .../kernel-xyz.json`). Those are
 ignored, so pasting a script into a cell runs it with its defaults, and `%run train.py config/x.py --k=v` works.
+Errors are ValueErrors with a one-line message; the scripts print them as `error: ...`.
 """
 
 import ast
 import difflib
 import sys
+
+
+def config_keys(namespace):
+    """The names in namespace (a script's globals()) that are config keys."""
+    return [k for k, v in namespace.items()
+            if not k.startswith("_") and not k.isupper() and (v is None or isinstance(v, (bool, int, float, str)))]
 
 
 def _closest(key, keys):
@@ -36,8 +46,8 @@ def _check_type(key, value, default):
             return value
     elif isinstance(value, type(default)):
         return value
-    raise SystemExit(
-        f"error: --{key}={value!r} has type {type(value).__name__}, but {key} takes a {type(default).__name__} "
+    raise ValueError(
+        f"--{key}={value!r} has type {type(value).__name__}, but {key} takes a {type(default).__name__} "
         f"(default {default!r})"
     )
 
@@ -55,11 +65,11 @@ def _kernel_argv(argv):
     return "ipykernel" in launcher or "colab_kernel_launcher" in launcher
 
 
-def configure(namespace, keys, argv=None):
+def configure(namespace, argv=None):
     """Apply config files and --key=value overrides to namespace (a script's globals()); return the config dict."""
     if argv is None:
         argv = [] if _kernel_argv(sys.argv) else sys.argv[1:]
-    keys = list(keys)
+    keys = config_keys(namespace)
     if "--help" in argv or "-h" in argv:
         print("valid keys and their defaults:\n" + "\n".join(f"  --{k}={namespace[k]!r}" for k in keys))
         raise SystemExit(0)
@@ -74,9 +84,9 @@ def configure(namespace, keys, argv=None):
             continue
         key, sep, text = arg[2:].partition("=")  # split on the first '=' only: --run_name=a=b is fine
         if not sep:
-            raise SystemExit(f"error: argument {arg!r} must look like --key=value")
+            raise ValueError(f"argument {arg!r} must look like --key=value")
         if key not in keys:
-            raise SystemExit(f"error: unknown config key {key!r}{_closest(key, keys)}")
+            raise ValueError(f"unknown config key {key!r}{_closest(key, keys)}")
         namespace[key] = _check_type(key, _parse_value(text), namespace[key])
         print(f"override: {key} = {namespace[key]!r}")
     return {k: namespace[k] for k in keys}
@@ -87,7 +97,7 @@ def _apply_file(namespace, keys, path):
         with open(path) as f:
             source = f.read()
     except OSError as e:
-        raise SystemExit(f"error: cannot read config file {path!r} ({e.strerror}); config files live in config/")
+        raise OSError(f"cannot read config file {path!r} ({e.strerror}); config files live in config/")
     print(f"config file: {path}")
     scope = {k: namespace[k] for k in keys}  # a file may refer to earlier values, e.g. batch_size * 2
     exec(compile(source, path, "exec"), {}, scope)
@@ -95,10 +105,25 @@ def _apply_file(namespace, keys, path):
         if key.startswith("_") or _is_helper(value):
             continue
         if key not in keys:
-            raise SystemExit(f"error: unknown config key {key!r} in {path}{_closest(key, keys)}")
+            raise ValueError(f"unknown config key {key!r} in {path}{_closest(key, keys)}")
         if value is not namespace[key] and value != namespace[key]:
             namespace[key] = _check_type(key, value, namespace[key])
             print(f"  {key} = {namespace[key]!r}")
+
+
+def report_errors_in_one_line():
+    """From here on, errors a user can fix end the script with one line on stderr, `error: ...`, and exit status 1.
+    The library code raises ValueError (bad values), OSError (files) and ImportError (optional packages) with a
+    message that says what to do; any other exception is a bug and keeps its traceback."""
+    default_hook = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, (ValueError, OSError, ImportError)):
+            print(f"error: {value}", file=sys.stderr)
+        else:
+            default_hook(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 def _is_helper(value):

@@ -1,25 +1,22 @@
 """
-Small language models in one file, sharing what is really shared: token embeddings and output head, the loss,
-sampling and generation, optimizer groups, parameter counts and MFU.
+Small language models in one file: a GPT (GPT-2 by default, with modern options) and BDH, Pathway's Dragon
+Hatchling. No argv, no files: scripts build them from a dict of config fields with create_model().
 
-GPT: GPT-2 by default (learned positions, LayerNorm, GELU MLP, multi-head attention, tied embeddings); options,
-all off by default: rope, norm='rmsnorm', mlp='swiglu', grouped-query attention (n_kv_head), bias, dropout.
-BDH: BDH-GPU from "The Dragon Hatchling" (Pathway, arXiv 2509.26507): one set of weights shared by every layer,
-sparse positive neuron activations, and a causal linear attention that also runs as a recurrence.
-Both: embedding_rank=r > 0 factorizes the V x d token table into V x r and r x d; the output head mirrors it.
+Every model here keeps one contract:
 
-The contract shared by every model here:
-    logits, loss = model(idx, targets)   # idx, targets: (B, T) int64
-targets[b, t] is the token that FOLLOWS idx[b, t]. The shift of inputs against targets is done once, by the
-batch loader (common.BatchLoader.next_batch); no model shifts again. logits has config.padded_vocab_size columns: the
-columns past vocab_size are padding for fast matmuls, never targets, and generate() never samples them.
+    logits, loss = model(idx, targets=None, cache=None)   # idx, targets: (B, T) int64
 
-No argv, no files: scripts (train.py, sample.py, bench.py) build these from a config dict.
+targets[b, t] is the token that FOLLOWS idx[b, t]. The batch loader (common.BatchLoader) shifts inputs against
+targets, once; no model shifts again. logits has config.padded_vocab_size columns. The columns past vocab_size pad
+the matmuls to a fast width: they are never targets, and generation never samples them.
+
+cache is the explicit decoding state from model.new_cache(): GPT's keys and values per layer, or BDH's recurrent
+state. Passed to forward, it is read and then extended by the new tokens; generate() does this for you.
 """
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -28,16 +25,20 @@ from torch.utils.checkpoint import checkpoint
 
 
 def pad_vocab(vocab_size, multiple=64):
-    """Round the vocabulary up to a multiple of 64: matmuls on such widths run much faster on GPUs."""
+    """Round the vocabulary up to a multiple of 64: matmuls of such widths run much faster on GPUs."""
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
-# -----------------------------------------------------------------------------
-# what every model shares: loss, sampling, generation, optimizer groups, parameter counts, MFU
+def next_token_loss(logits, targets):
+    """Mean cross-entropy of logits (B, T, V) against targets (B, T), or None without targets.
+    No shift here: targets are already the next tokens."""
+    if targets is None:
+        return None
+    return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick the next token from (B, V) logits. temperature 0 means greedy. Returns (B, 1)."""
+    """Pick the next token from (B, V) logits. Temperature 0 is greedy. Returns (B, 1)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
@@ -46,9 +47,9 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # drop a token when the tokens ranked above it already cover top_p; the top token always stays
-        drop_sorted = (cum - sorted_logits.softmax(dim=-1)) >= top_p
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p; the top token always stays
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
         drop = drop_sorted.scatter(-1, sorted_idx, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = F.softmax(logits.float(), dim=-1)
@@ -56,89 +57,74 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
 
 
 class LanguageModel(nn.Module):
-    """Base class: subclasses define forward_logits(idx) -> (B, T, padded_vocab), embedding_modules() and
-    flops_per_token(seq_len=None); they override start_decoding() with an incremental path (KV cache, recurrence)."""
+    """What GPT and BDH share. A subclass defines forward(idx, targets=None, cache=None), new_cache(),
+    embedding_modules() and flops_per_token(seq_len)."""
 
-    def forward(self, idx, targets=None):
-        logits = self.forward_logits(idx)
-        loss = None
-        if targets is not None:
-            # targets are already the next tokens (see the module docstring): no shift here
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
-        return logits, loss
+    def metrics(self):
+        """Extra numbers of the last forward for the training log: none by default."""
+        return {}
 
     def num_params(self, non_embedding=False):
-        """Parameters, each shared tensor counted once. non_embedding leaves out token/position tables and head
-        (factorized embeddings included: their projections are embedding parameters too)."""
+        """Parameters, each shared tensor counted once. non_embedding leaves out the token and position tables and
+        the head (a factorized embedding's projections are embedding parameters too)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= sum(p.numel() for p in self.embedding_parameters())
+            embedding = {id(p): p for m in self.embedding_modules() for p in m.parameters()}
+            n -= sum(p.numel() for p in embedding.values())
         return n
 
-    def embedding_parameters(self):
-        """Token and position embedding tables and the output head, each tensor once."""
-        seen, out = set(), []
-        for module in self.embedding_modules():
-            for p in module.parameters():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    out.append(p)
-        return out
-
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices and embeddings (dim >= 2) only, never on biases and norm gains."""
+        """AdamW, with weight decay on matrices and embeddings (dim >= 2) only, never on biases and norm gains."""
         params = [p for p in self.parameters() if p.requires_grad]  # parameters() yields a tied tensor once
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        use_fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if use_fused else {}
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
 
-    def estimate_mfu(self, tokens_per_iter, dt, peak_flops, seq_len=None):
-        """Model FLOPs utilization: achieved training FLOP/s (forward + backward) over the device's peak."""
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops, seq_len):
+        """Model FLOPs utilization: achieved training FLOP/s (forward and backward) over the device's peak."""
         return self.flops_per_token(seq_len) * tokens_per_iter / dt / peak_flops
-
-    def start_decoding(self, use_cache=True):
-        """Return feed(tokens (B, t)) -> logits (B, padded_vocab) of the token after everything fed so far.
-        This one recomputes the whole context at every call (cropped to block_size where the model has one)."""
-        context = getattr(self.config, "block_size", None)
-        seen = None
-
-        def feed(tokens):
-            nonlocal seen
-            seen = tokens if seen is None else torch.cat((seen, tokens), dim=1)
-            return self.forward_logits(seen if context is None else seen[:, -context:])[:, -1]
-
-        return feed
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
                         use_cache=True):
-        """Yield max_new_tokens new tokens after the prompt idx (B, T), one (B, 1) tensor at a time."""
-        feed, tokens = self.start_decoding(use_cache), idx
+        """Yield max_new_tokens new tokens after the prompt idx (B, T), one (B, 1) tensor at a time. With use_cache
+        the model reads the earlier tokens from its cache; without, it recomputes the whole context every token."""
+        context = getattr(self.config, "block_size", None)  # BDH has no context limit
+        tokens = idx  # the whole sequence so far
+        new = idx  # the tokens the cache has not seen yet
+        cache = None
         for _ in range(max_new_tokens):
-            logits = feed(tokens)[:, : self.config.vocab_size]  # padding columns are never sampled
-            tokens = sample_next_token(logits, temperature, top_k, top_p, generator)
-            yield tokens
+            # past block_size the context is the last block_size tokens: each sees less than before (and with
+            # learned positions sits elsewhere), so no cached key stays valid and the window is prefilled again
+            if cache is None or (context and cache.pos + new.size(1) > context):
+                cache = self.new_cache() if use_cache else None
+                new = tokens[:, -context:] if context else tokens
+            logits, _ = self(new, cache=cache)
+            token = sample_next_token(logits[:, -1, : self.config.vocab_size], temperature, top_k, top_p, generator)
+            tokens = torch.cat((tokens, token), dim=1)
+            new = token
+            yield token
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, use_cache=True):
-        """Extend idx (B, T) by max_new_tokens tokens; use_cache=False recomputes the context for every token."""
+        """idx (B, T) extended by max_new_tokens tokens."""
         new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
         return torch.cat((idx, *new), dim=1)
 
 
 # -----------------------------------------------------------------------------
-# shared embeddings and head, rotary positions
+# embeddings and rotary positions, shared by GPT and BDH
 
 
 class TokenEmbedding(nn.Module):
     """The V x d token table, or with rank r > 0 a V x r table times an r x d projection, which saves
-    V*d - (V*r + r*d) parameters. unembed() is its transpose, the output head: GPT ties the head to its input
+    V*d - (V*r + r*d) parameters. unembed() is its transpose, the output head: GPT ties its head to its input
     embedding, BDH has a second TokenEmbedding as its head.
-    Init: the table has GPT-2's std 0.02 and the projection std 1/sqrt(r), so embeddings (and tied logits) start with
-    the same std as unfactorized; larger factor stds inflate both, a known cause of early divergence."""
+    The table starts at GPT-2's std 0.02 and the projection at std 1/sqrt(r), so a factorized embedding (and tied
+    logits) starts at the same scale as a full one. Larger factor inits are a known cause of early divergence."""
 
     def __init__(self, vocab_size, n_embd, rank=0):
         super().__init__()
@@ -155,21 +141,21 @@ class TokenEmbedding(nn.Module):
         return F.linear(x, self.weight)
 
     def matmul_weights(self, embed=True, unembed=True):
-        """Weights multiplied per token: only the projection when embedding (a lookup is free), all when unembedding."""
+        """Weights multiplied per token. Embedding, only the projection: a lookup is free. Unembedding, all."""
         r = 0 if self.proj is None else self.proj.numel()
         return (r if embed else 0) + (self.weight.numel() + r if unembed else 0)
 
 
 def rope_cos_sin(positions, dim, theta):
-    """cos, sin (T, dim) of rotary embeddings: dims 2i and 2i+1 form a pair, turned by pos * theta^(-2i/dim)."""
+    """cos and sin (T, dim) of rotary embeddings. Dims 2i and 2i+1 form a pair, turned by pos * theta^(-2i/dim)."""
     inv_freq = theta ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)  # (dim/2,)
     angles = (positions.float()[:, None] * inv_freq).repeat_interleave(2, dim=-1)  # (T, dim), a pair shares one
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x, cos, sin):
-    """Rotate each pair (x[2i], x[2i+1]) of x (..., T, dim) by the angles of position t. In x's dtype: in bf16 the
-    rotation's rounding is that of x itself, and half-size temporaries matter at BDH's widths."""
+    """Rotate each pair (x[2i], x[2i+1]) of x (..., T, dim) by its position's angle. In x's dtype: half-size
+    temporaries matter at BDH's widths, and bf16 rounds the rotation as it rounds x itself."""
     x_rot = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)  # (-x1, x0, -x3, x2, ...)
     return x * cos.to(x.dtype) + x_rot * sin.to(x.dtype)
 
@@ -223,22 +209,29 @@ class Norm(nn.Module):
 
 
 class KVCache:
-    """One layer's keys and values of the positions seen so far."""
+    """GPT's decoding state: each layer's keys and values (B, nkv, t, hs) of the t positions seen so far."""
 
-    def __init__(self):
-        self.k, self.v = None, None
+    def __init__(self, n_layer):
+        self.k = [None] * n_layer
+        self.v = [None] * n_layer
+        self.pos = 0  # how many positions it holds: the position of the next token
 
-    def __call__(self, k, v):  # the new (B, nkv, t, hs) -> all cached ones, these included
-        if self.k is not None:
-            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
-        self.k, self.v = k, v
+    def update(self, layer, k, v):
+        """Append one layer's new keys and values; return all of that layer's, the new ones included."""
+        if self.k[layer] is not None:
+            k = torch.cat((self.k[layer], k), dim=2)
+            v = torch.cat((self.v[layer], v), dim=2)
+        self.k[layer] = k
+        self.v[layer] = v
         return k, v
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, layer):
         super().__init__()
-        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head or config.n_head
+        self.layer = layer  # its index: where its keys and values go in a KVCache
+        self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head or config.n_head
         self.head_size = config.n_embd // config.n_head
         kv_dim = self.n_kv_head * self.head_size
         self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)  # q, k, v in one matmul
@@ -249,15 +242,17 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, rope=None, cache=None):
         B, T, C = x.size()
-        hs, kv_dim = self.head_size, self.n_kv_head * self.head_size
+        hs = self.head_size
+        kv_dim = self.n_kv_head * hs
         q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=2)
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, nkv, T, hs)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q = apply_rope(q, *rope)
+            k = apply_rope(k, *rope)
         if cache is not None:
-            k, v = cache(k, v)  # (B, nkv, T_cached, hs)
+            k, v = cache.update(self.layer, k, v)  # (B, nkv, cached + T, hs)
         # a prompt (or a training sequence) attends causally to itself; one new token attends to the whole cache
         assert T == 1 or k.size(2) == T, "a cache takes a prompt first, then one token at a time"
         if self.n_kv_head != self.n_head:  # each group of query heads reads one key/value head
@@ -282,8 +277,8 @@ class MLP(nn.Module):
 
 
 def swiglu_hidden(n_embd):
-    """SwiGLU's hidden width: about 8d/3, so its three d x h matrices hold as many weights as GELU's d x 4d and 4d x d,
-    rounded to a multiple of 32 for fast matmuls."""
+    """SwiGLU's hidden width, about 8d/3: its three d x h matrices then hold as many weights as GELU's d x 4d and
+    4d x d. Rounded to a multiple of 32 for fast matmuls."""
     return 32 * max(1, round(n_embd / 12))
 
 
@@ -302,10 +297,10 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, layer):
         super().__init__()
         self.ln_1 = Norm(config.n_embd, config.norm, config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = Norm(config.n_embd, config.norm, config.bias)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
@@ -322,14 +317,14 @@ class GPT(LanguageModel):
         self.wte = TokenEmbedding(config.padded_vocab_size, config.n_embd, config.embedding_rank)
         self.wpe = None if config.rope else nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
-        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
         self.ln_f = Norm(config.n_embd, config.norm, config.bias)
         self.lm_head = self.wte  # tied: the head is the token embedding's transpose, TokenEmbedding.unembed
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
-        # GPT-2 init: N(0, 0.02), with projections into the residual stream scaled by 1/sqrt(2 * n_layer) since
-        # each layer adds two of them to the stream (TokenEmbedding initializes itself)
+        # GPT-2's init: N(0, 0.02). Projections into the residual stream get 1/sqrt(2 * n_layer) of that, since
+        # every layer adds two of them to the stream. TokenEmbedding initializes itself.
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "residual_projection", False):
@@ -343,15 +338,14 @@ class GPT(LanguageModel):
     def embedding_modules(self):
         return [m for m in (self.wte, self.wpe, self.lm_head) if m is not None]
 
-    def forward_logits(self, idx):
-        if idx.size(1) > self.config.block_size:
-            raise ValueError(f"sequence length {idx.size(1)} exceeds block_size {self.config.block_size}")
-        return self._forward(idx)
+    def new_cache(self):
+        return KVCache(self.config.n_layer)
 
-    def _forward(self, idx, caches=None, pos=0):
-        """Logits (B, T, padded_vocab) of idx (B, T) at positions pos, pos+1, ...; caches: a KVCache per layer
-        holding the earlier positions, or None."""
+    def forward(self, idx, targets=None, cache=None):
         T = idx.size(1)
+        pos = 0 if cache is None else cache.pos  # the position of idx's first token
+        if pos + T > self.config.block_size:
+            raise ValueError(f"sequence length {pos + T} exceeds block_size {self.config.block_size}")
         positions = torch.arange(pos, pos + T, dtype=torch.long, device=idx.device)
         x = self.wte(idx)  # (B, T, C)
         rope = None
@@ -360,47 +354,27 @@ class GPT(LanguageModel):
         else:
             x = x + self.wpe(positions)
         x = self.drop(x)
-        for i, block in enumerate(self.h):
+        for block in self.h:
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
-                x = block(x, rope, None if caches is None else caches[i])
-        return self.wte.unembed(self.ln_f(x))  # (B, T, padded_vocab)
+                x = block(x, rope, cache)
+        if cache is not None:
+            cache.pos += T
+        logits = self.wte.unembed(self.ln_f(x))  # (B, T, padded_vocab)
+        return logits, next_token_loss(logits, targets)
 
-    def start_decoding(self, use_cache=True):
-        """With use_cache: prefill the prompt's keys and values, then each new token attends to the cache. Past
-        block_size the context is the last block_size tokens, as in recomputation, and then every token's hidden
-        state changes (the first tokens of the window lose what they saw before it, and with learned positions every
-        position moves), so no cache stays valid, with rope or without: the window is prefilled again at each step.
-        Exact, and as fast as recomputation once the context is full."""
-        if not use_cache:
-            return super().start_decoding()
-        bs = self.config.block_size
-        caches, pos, window = None, 0, None
-
-        def feed(tokens):
-            nonlocal caches, pos, window
-            window = (tokens if window is None else torch.cat((window, tokens), dim=1))[:, -bs:]
-            if caches is None or pos + tokens.size(1) > bs:
-                caches, pos, tokens = [KVCache() for _ in self.h], 0, window
-            logits = self._forward(tokens, caches, pos)[:, -1]
-            pos += tokens.size(1)
-            return logits
-
-        return feed
-
-    def flops_per_token(self, seq_len=None):
-        """Training FLOPs per token: 6 per matrix weight (forward 2, backward 4; lookups are free) plus causal
+    def flops_per_token(self, seq_len):
+        """Training FLOPs per token: 6 per matrix weight (forward 2, backward 4; lookups are free), plus causal
         attention's score and value matmuls, 6 * 2 * n_layer * n_embd * T / 2 (SDPA skips the masked half)."""
-        T = seq_len or self.config.block_size
         c = self.config
         n_weights = sum(p.numel() for p in self.h.parameters() if p.dim() >= 2) + self.wte.matmul_weights()
-        return 6 * n_weights + 6 * c.n_layer * c.n_embd * T
+        return 6 * n_weights + 6 * c.n_layer * c.n_embd * seq_len
 
 
 # -----------------------------------------------------------------------------
-# BDH: the Dragon Hatchling, BDH-GPU in the paper's reference shape
-# symbols as in the paper: D = n_embd, nh = n_head, N neurons per head, E / E_v encoders, D_x decoder
+# BDH: the Dragon Hatchling, BDH-GPU in the paper's reference shape (arXiv 2509.26507)
+# symbols as in the paper: D = n_embd, nh = n_head, N neurons per head, E and E_v encoders, D_x decoder
 
 BDH_ROPE_THETA = 2.0**16
 
@@ -434,82 +408,20 @@ def ln(x):
     return F.layer_norm(x, x.shape[-1:])
 
 
-# three forms of the same causal linear attention: yKV_t = sum over s < t of (qr_t . qr_s) v_s, where queries and
-# keys are both qr, the rotated x_sparse (B, nh, T, N), and v = x (B, 1, T, D); no softmax, and a position never
-# reads itself. test_bdh.py checks that the three agree.
-
-
 def bdh_attention_direct(qr, v):
-    """The definition, with a T x T score matrix: time and memory grow with T^2."""
+    """BDH's causal linear attention, by its definition: yKV_t = sum over s < t of (qr_t . qr_s) v_s. Queries and
+    keys are both qr, the rotated x_sparse (B, nh, T, N); values are v = x (B, 1, T, D). No softmax, and a position
+    never reads itself. The T x T scores make time and memory grow with T^2 (see the chunked form below)."""
     scores = (qr @ qr.mT).tril(diagonal=-1)  # (B, nh, T, T), strictly earlier positions
     return scores @ v  # (B, nh, T, D)
 
 
-def bdh_attention_chunked(qr, v, chunk_size, state=None, final_state=False):
-    """T x T scores only inside a chunk; earlier chunks come from a running state S = sum_s qr_s^T v_s, (N x D) per
-    head, so time and memory grow linearly in T (training runs it through ChunkedAttention). state: S of the
-    positions before qr's (or None). Returns (yKV, S after the last position when final_state, else None)."""
-    T, ys = qr.size(2), []
-    for t0 in range(0, T, chunk_size):
-        q, vc = qr[:, :, t0 : t0 + chunk_size], v[:, :, t0 : t0 + chunk_size]  # (B, nh, C, N), (B, 1, C, D)
-        y = (q @ q.mT).tril(diagonal=-1) @ vc  # (B, nh, C, D): earlier positions inside the chunk
-        if state is not None:
-            y = y + q @ state  # and all positions before the chunk
-        if final_state or t0 + chunk_size < T:
-            state = q.mT @ vc if state is None else state + q.mT @ vc  # (B, nh, N, D)
-        ys.append(y)
-    return torch.cat(ys, dim=2), (state if final_state else None)
-
-
-class ChunkedAttention(torch.autograd.Function):
-    """bdh_attention_chunked for training. Autograd would save the running state at every chunk, (T / C) x N x D per
-    head, as much as the direct form's T x T scores at T = N * D / C; this backward recomputes the states in a
-    forward sweep and their gradients in a reverse one, so nothing but qr and v is saved, however long T is."""
-
-    @staticmethod
-    def forward(ctx, qr, v, chunk_size):
-        ctx.save_for_backward(qr, v)
-        ctx.chunk_size = chunk_size
-        return bdh_attention_chunked(qr, v, chunk_size)[0]
-
-    @staticmethod
-    def backward(ctx, dy):  # dy: (B, nh, T, D)
-        qr, v = ctx.saved_tensors
-        chunks = [slice(t0, t0 + ctx.chunk_size) for t0 in range(0, qr.size(2), ctx.chunk_size)]
-        dq, dv, S, G = torch.zeros_like(qr), torch.zeros_like(v), None, None
-        for c in chunks:  # y_c = ... + q_c S_c, where S_c sums the chunks before c
-            if S is not None:
-                dq[:, :, c] = dy[:, :, c] @ S.mT
-            S = qr[:, :, c].mT @ v[:, :, c] if S is None else S + qr[:, :, c].mT @ v[:, :, c]
-        for c in reversed(chunks):  # G: gradient of the state read by the chunks after c
-            q, vc, dyc = qr[:, :, c], v[:, :, c], dy[:, :, c]
-            dA = (dyc @ vc.mT).tril(diagonal=-1)  # (B, nh, C, C): gradient of the scores inside the chunk
-            dq_c = (dA + dA.mT) @ q
-            dv_c = (q @ q.mT).tril(diagonal=-1).mT @ dyc
-            if G is not None:
-                dq_c, dv_c = dq_c + vc @ G.mT, dv_c + q @ G
-            dq[:, :, c] += dq_c
-            dv[:, :, c] = dv_c.sum(dim=1, keepdim=True)  # v is shared by the heads
-            G = q.mT @ dyc if G is None else G + q.mT @ dyc
-        return dq, dv, None
-
-
-def bdh_attention_step(qr, v, state):
-    """The recurrent form for one new position (T = 1): it reads the state of all earlier positions, then adds
-    itself, in place (one pass over the state: at N x D per head that pass is the cost of a token); the cost does
-    not depend on how many positions came before."""
-    y = qr @ state  # (B, nh, 1, D)
-    return y, state.addcmul_(qr.mT, v)  # state += qr^T v, (B, nh, N, D)
-
-
 class BDH(LanguageModel):
-    """After each forward, last_activity = {"x_sparse": fraction, "y_sparse": fraction} of active (positive)
-    neurons, averaged over layers: detached 0-dim tensors, so logging them (.item()) is the only device sync.
-    attention_form ('auto', 'direct' or 'chunked') and chunk_size choose how training computes the attention: an
-    implementation choice, not architecture, so not a config field; 'auto' is chunked above CHUNKED_ABOVE tokens."""
+    """Every layer runs the same weights. attention_form ('auto', 'direct' or 'chunked') and chunk_size choose how
+    training computes the attention. That is an implementation choice, not architecture, so not a config field.
+    'auto' is chunked above CHUNKED_ABOVE tokens."""
 
-    # measured on a 2-core CPU (BENCHMARKS.md): forward + backward of the chunked form (chunks of 256) overtakes the
-    # direct form at about 1024 tokens; re-measure on your device with bench.py
+    # the crossover measured on a 2-core CPU (BENCHMARKS.md); re-measure on your device with bench.py
     CHUNKED_ABOVE = 1024
     CHUNK_SIZE = 256
 
@@ -522,112 +434,187 @@ class BDH(LanguageModel):
         self.encoder_v = nn.Parameter(torch.empty(nh, D, N).normal_(std=0.02))  # E_v
         self.decoder = nn.Parameter(torch.empty(nh * N, D).normal_(std=0.02))  # D_x
         self.drop = nn.Dropout(config.dropout)
-        self.lm_head = TokenEmbedding(V, D, config.embedding_rank)  # untied: used through unembed(), D -> V
-        self.attention_form, self.chunk_size = "auto", self.CHUNK_SIZE
-        self.last_activity, self.last_seq_len = {}, 0
+        self.lm_head = TokenEmbedding(V, D, config.embedding_rank)  # untied, used through unembed(): D -> V
+        self.attention_form = "auto"
+        self.chunk_size = self.CHUNK_SIZE
+        self.activity = None  # active neurons in the last forward, see metrics()
 
-    def embedding_modules(self):
-        return [self.embed, self.lm_head]
-
-    def forward_logits(self, idx):
-        return self._forward(idx)
-
-    def _forward(self, idx, states=None, pos=0):
-        """Logits (B, T, padded_vocab) of idx (B, T) at positions pos, pos+1, ...; states: None in training, or a
-        list with each layer's (B, nh, N, D) state of the earlier positions (None: no earlier ones), updated here."""
+    def forward(self, idx, targets=None, cache=None):
         c = self.config
         B, T = idx.size()
-        x = ln(self.embed(idx)).unsqueeze(1)  # (B, 1, T, D)
+        pos = 0 if cache is None else cache.pos
         rope = rope_cos_sin(torch.arange(pos, pos + T, device=idx.device), c.N, BDH_ROPE_THETA)  # (T, N) each
+        x = ln(self.embed(idx)).unsqueeze(1)  # (B, 1, T, D)
         active = 0
-        for layer in range(c.n_layer):
-            if c.gradient_checkpointing and self.training and torch.is_grad_enabled() and states is None:
-                x, counts, _ = checkpoint(self._layer, x, rope, use_reentrant=False)
-            elif states is None:
-                x, counts, _ = self._layer(x, rope)
+        for i in range(c.n_layer):
+            if c.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, counts = checkpoint(self.layer, x, rope, use_reentrant=False)
             else:
-                x, counts, states[layer] = self._layer(x, rope, states[layer], keep_state=True)
+                x, counts = self.layer(x, rope, cache, i)
             active = active + counts
-        n = c.n_layer * B * c.n_head * T * c.N
-        self.last_activity = {"x_sparse": active[0] / n, "y_sparse": active[1] / n}
-        self.last_seq_len = T
-        return self.lm_head.unembed(x.squeeze(1))  # (B, T, padded_vocab)
+        if cache is not None:
+            cache.pos += T
+        self.activity = active / (c.n_layer * B * c.n_head * T * c.N)
+        logits = self.lm_head.unembed(x.squeeze(1))  # (B, T, padded_vocab)
+        return logits, next_token_loss(logits, targets)
 
-    def _layer(self, x, rope, state=None, keep_state=False):
-        """One layer, with the weights every layer shares. Returns (x, active neuron counts, state)."""
+    def layer(self, x, rope, cache=None, i=0):
+        """One layer (the i-th, for the cache). Returns x and the counts of active neurons in x_sparse, y_sparse."""
         nh, N, D = self.config.n_head, self.config.N, self.config.n_embd
         x_sparse = F.relu(x @ self.encoder)  # (B, nh, T, N): positive, sparse neuron activations
-        yKV, state = self._attention(x_sparse, x, rope, state, keep_state)  # (B, nh, T, D)
+        yKV = self.attention(x_sparse, x, rope, cache, i)  # (B, nh, T, D)
         y_sparse = F.relu(ln(yKV) @ self.encoder_v)  # (B, nh, T, N)
         xy_sparse = self.drop(x_sparse * y_sparse)  # (B, nh, T, N): the gate
         # D_x as nh slices (N, D) summed over heads: the same as concatenating the heads, without copying xy_sparse
         yMLP = (xy_sparse @ self.decoder.view(nh, N, D)).sum(dim=1, keepdim=True)  # (B, 1, T, D)
         x = ln(x + ln(yMLP))
-        return x, torch.stack((x_sparse.count_nonzero(), y_sparse.count_nonzero())), state
+        return x, torch.stack((x_sparse.count_nonzero(), y_sparse.count_nonzero()))
 
-    def _attention(self, x_sparse, x, rope, state, keep_state):
-        """yKV (B, nh, T, D) and the new state (or None). No softmax: unnormalised scores summed over T overflow fp16
-        (max 65504), so under fp16 this runs in fp32 (bf16 has fp32's range); a recurrent state sums over the whole
-        sequence, so it is always fp32."""
-        dtype = torch.float32 if keep_state or x_sparse.dtype == torch.float16 else x_sparse.dtype
+    def attention(self, x_sparse, x, rope, cache=None, i=0):
+        """yKV (B, nh, T, D). Unnormalised scores summed over T overflow fp16 (max 65504), so under fp16 this runs
+        in fp32 (bf16 has fp32's range). A recurrent state sums the whole sequence, so it is always fp32."""
+        dtype = torch.float32 if cache is not None or x_sparse.dtype == torch.float16 else x_sparse.dtype
         with torch.autocast(x.device.type, enabled=False):
-            qr, v = apply_rope(x_sparse.to(dtype), *rope), x.to(dtype)  # (B, nh, T, N), (B, 1, T, D)
-            if keep_state and state is not None and qr.size(2) == 1:
-                return bdh_attention_step(qr, v, state)
-            if keep_state:
-                return bdh_attention_chunked(qr, v, self.chunk_size, state, final_state=True)
-            if self._chunked(qr.size(2)):
-                return ChunkedAttention.apply(qr, v, self.chunk_size), None
-            return bdh_attention_direct(qr, v), None
+            qr = apply_rope(x_sparse.to(dtype), *rope)  # (B, nh, T, N)
+            v = x.to(dtype)  # (B, 1, T, D)
+            if cache is not None:
+                return cache.attend(i, qr, v, self.chunk_size)
+            if self.uses_chunked(qr.size(2)):
+                return ChunkedAttention.apply(qr, v, self.chunk_size)
+            return bdh_attention_direct(qr, v)
 
-    def _chunked(self, T):
+    def uses_chunked(self, T):
+        """Whether training at length T runs the chunked form."""
         if self.attention_form == "auto":
             return T > self.CHUNKED_ABOVE
         return self.attention_form == "chunked"
 
-    def start_decoding(self, use_cache=True):
-        """With use_cache, the recurrent form: the prompt runs chunked and leaves each layer's (B, nh, N, D) state,
-        then each new token reads and updates it: constant cost per token, and no context limit. Without: the
-        whole sequence is recomputed for every token."""
-        if not use_cache:
-            return super().start_decoding()
-        states, pos = [None] * self.config.n_layer, 0
+    def metrics(self):
+        """The fractions of active (positive) neurons in x_sparse and y_sparse in the last forward, over layers,
+        heads and positions. Detached 0-dim tensors: logging them (.item()) is the only device sync. The paper
+        reports about 5% once trained; a fresh model fires about half."""
+        if self.activity is None:
+            return {}
+        return {"x_active": self.activity[0], "y_active": self.activity[1]}
 
-        def feed(tokens):
-            nonlocal pos
-            logits = self._forward(tokens, states, pos)[:, -1]
-            pos += tokens.size(1)
-            return logits
+    def embedding_modules(self):
+        return [self.embed, self.lm_head]
 
-        return feed
+    def new_cache(self):
+        return RecurrentState(self.config.n_layer)
 
-    def flops_per_token(self, seq_len=None):
-        """Training FLOPs per token (seq_len: default the last forward's T): 6 per weight per use (E, E_v and D_x are
-        applied in every layer; lookups are free) plus the linear attention of the form that runs at T, forward per
-        layer and head: direct, T * (N + D) (the causal half of scores and values); chunked with chunks of C,
-        C * (N + D) inside chunks plus 4 * N * D to read and update the state."""
+    def flops_per_token(self, seq_len):
+        """Training FLOPs per token at length seq_len: 6 per weight per use (E, E_v and D_x run in every layer;
+        lookups are free), plus the linear attention of the form that runs at that length, forward per layer and
+        head. Direct: T * (N + D), the causal half of scores and values. Chunked, chunks of C: C * (N + D) inside
+        chunks plus 4 * N * D to read and update the state."""
         c = self.config
-        T = seq_len or self.last_seq_len
         weights = c.n_layer * 3 * c.n_head * c.N * c.n_embd
         weights += self.embed.matmul_weights(unembed=False) + self.lm_head.matmul_weights(embed=False)
-        C = min(T, self.chunk_size) if self._chunked(T) else T
-        attention = C * (c.N + c.n_embd) + (4 * c.N * c.n_embd if self._chunked(T) else 0)
+        chunked = self.uses_chunked(seq_len)
+        C = min(seq_len, self.chunk_size) if chunked else seq_len
+        attention = C * (c.N + c.n_embd) + (4 * c.N * c.n_embd if chunked else 0)
         return 6 * weights + 3 * c.n_layer * c.n_head * attention
 
 
+# BDH's attention in two more forms, equal to the direct one (tests/test_bdh.py): chunked, for long training
+# sequences, and recurrent, for generation.
+
+
+def bdh_attention_chunked(qr, v, chunk_size, state=None, final_state=False):
+    """T x T scores only inside chunks; earlier chunks come from a running state S = sum_s qr_s^T v_s, (N x D) per
+    head, so time and memory grow linearly in T (training runs it through ChunkedAttention). state: S of the
+    positions before qr's, or None. Returns yKV, and S after the last position when final_state (else None)."""
+    T = qr.size(2)
+    ys = []
+    for t0 in range(0, T, chunk_size):
+        q = qr[:, :, t0 : t0 + chunk_size]  # (B, nh, C, N)
+        vc = v[:, :, t0 : t0 + chunk_size]  # (B, 1, C, D)
+        y = (q @ q.mT).tril(diagonal=-1) @ vc  # (B, nh, C, D): earlier positions inside the chunk
+        if state is not None:
+            y = y + q @ state  # and all positions before the chunk
+        if final_state or t0 + chunk_size < T:
+            state = q.mT @ vc if state is None else state + q.mT @ vc  # (B, nh, N, D)
+        ys.append(y)
+    return torch.cat(ys, dim=2), (state if final_state else None)
+
+
+class ChunkedAttention(torch.autograd.Function):
+    """bdh_attention_chunked for training. Autograd would save the running state at every chunk, (T / C) x N x D
+    per head: as much as the direct form's T x T scores at T = N * D / C. This backward recomputes the states in a
+    forward sweep and their gradients in a reverse one, so nothing but qr and v is saved, however long T is."""
+
+    @staticmethod
+    def forward(ctx, qr, v, chunk_size):
+        ctx.save_for_backward(qr, v)
+        ctx.chunk_size = chunk_size
+        return bdh_attention_chunked(qr, v, chunk_size)[0]
+
+    @staticmethod
+    def backward(ctx, dy):  # dy: (B, nh, T, D)
+        qr, v = ctx.saved_tensors
+        chunks = [slice(t0, t0 + ctx.chunk_size) for t0 in range(0, qr.size(2), ctx.chunk_size)]
+        dq = torch.zeros_like(qr)
+        dv = torch.zeros_like(v)
+        S = None  # the state the chunk reads: the sum over the chunks before it
+        for c in chunks:
+            if S is not None:
+                dq[:, :, c] = dy[:, :, c] @ S.mT
+            S = qr[:, :, c].mT @ v[:, :, c] if S is None else S + qr[:, :, c].mT @ v[:, :, c]
+        G = None  # the gradient of the state read by the chunks after this one
+        for c in reversed(chunks):
+            q, vc, dyc = qr[:, :, c], v[:, :, c], dy[:, :, c]
+            dA = (dyc @ vc.mT).tril(diagonal=-1)  # (B, nh, C, C): the gradient of the scores inside the chunk
+            dq_c = (dA + dA.mT) @ q
+            dv_c = (q @ q.mT).tril(diagonal=-1).mT @ dyc
+            if G is not None:
+                dq_c = dq_c + vc @ G.mT
+                dv_c = dv_c + q @ G
+            dq[:, :, c] += dq_c
+            dv[:, :, c] = dv_c.sum(dim=1, keepdim=True)  # v is shared by the heads
+            G = q.mT @ dyc if G is None else G + q.mT @ dyc
+        return dq, dv, None
+
+
+def bdh_attention_step(qr, v, state):
+    """The recurrent form for one new position (T = 1): read the state of all earlier positions, then add this one,
+    in place. One pass over the N x D state per head is the whole cost of a token, however many came before."""
+    y = qr @ state  # (B, nh, 1, D)
+    state.addcmul_(qr.mT, v)  # state += qr^T v, (B, nh, N, D)
+    return y
+
+
+class RecurrentState:
+    """BDH's decoding state: each layer's (B, nh, N, D) state, the sum over the positions seen of keys x values."""
+
+    def __init__(self, n_layer):
+        self.S = [None] * n_layer
+        self.pos = 0  # how many positions it holds: the position of the next token
+
+    def attend(self, layer, qr, v, chunk_size):
+        """yKV of new positions, which read the state and then extend it: a prompt chunked, then token by token."""
+        if self.S[layer] is not None and qr.size(2) == 1:
+            return bdh_attention_step(qr, v, self.S[layer])
+        y, self.S[layer] = bdh_attention_chunked(qr, v, chunk_size, self.S[layer], final_state=True)
+        return y
+
+
 # -----------------------------------------------------------------------------
-# scripts pick a model by name: model_type -> (config class, model class)
+# scripts pick a model by name
 
 MODELS = {"gpt": (GPTConfig, GPT), "bdh": (BDHConfig, BDH)}
 
 
-def model_config_class(model_type):
+def pick_model_args(model_type, config):
+    """The fields of model_type's config class that the dict config sets (None values left out)."""
     if model_type not in MODELS:
-        raise SystemExit(f"error: unknown model {model_type!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[model_type][0]
+        raise ValueError(f"unknown model {model_type!r}; choose one of {', '.join(MODELS)}")
+    return {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if config.get(f.name) is not None}
 
 
 def create_model(model_type, model_args):
     """Build a model from its name and a dict of its config fields (as stored in checkpoints)."""
-    config_class = model_config_class(model_type)
-    return MODELS[model_type][1](config_class(**model_args))
+    if model_type not in MODELS:
+        raise ValueError(f"unknown model {model_type!r}; choose one of {', '.join(MODELS)}")
+    config_class, model_class = MODELS[model_type]
+    return model_class(config_class(**model_args))

@@ -28,9 +28,11 @@ def test_direct_chunked_and_recurrent_forms_agree():
     for chunk_size in (1, 4, 5, 16, 64):  # 5 does not divide 16; 64 is one chunk
         torch.testing.assert_close(logits_of(model, idx, "chunked", chunk_size), direct, rtol=1e-5, atol=1e-5)
     for prompt_len in (1, 7):  # token by token, and a (chunked) prefill followed by recurrent steps
-        feed = model.start_decoding(use_cache=True)  # each call returns the logits of its last position
-        steps = [feed(idx[:, :prompt_len])] + [feed(idx[:, t : t + 1]) for t in range(prompt_len, 16)]
-        torch.testing.assert_close(torch.stack(steps, dim=1), direct[:, prompt_len - 1 :], rtol=1e-5, atol=1e-5)
+        state = model.new_cache()
+        steps = [model(idx[:, :prompt_len], cache=state)[0]]
+        steps += [model(idx[:, t : t + 1], cache=state)[0] for t in range(prompt_len, 16)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), direct, rtol=1e-5, atol=1e-5)
+        assert state.pos == 16 and all(S.dtype == torch.float32 for S in state.S)
 
 
 def test_attention_forms_follow_the_definition_and_skip_the_current_position():
@@ -44,7 +46,7 @@ def test_attention_forms_follow_the_definition_and_skip_the_current_position():
     def recurrent(qr, v):
         state, ys = torch.zeros(2, 3, 8, 5), []
         for t in range(qr.size(2)):
-            y, state = bdh_attention_step(qr[:, :, t : t + 1], v[:, :, t : t + 1], state)
+            y = bdh_attention_step(qr[:, :, t : t + 1], v[:, :, t : t + 1], state)  # updates state in place
             ys.append(y)
         return torch.cat(ys, dim=2)
 
@@ -98,9 +100,9 @@ def test_logits_never_depend_on_later_tokens(form):
 
 def test_auto_form_switches_to_chunked_above_the_measured_crossover():
     model = tiny_bdh()
-    assert not model._chunked(model.CHUNKED_ABOVE) and model._chunked(model.CHUNKED_ABOVE + 1)
+    assert not model.uses_chunked(model.CHUNKED_ABOVE) and model.uses_chunked(model.CHUNKED_ABOVE + 1)
     model.attention_form = "direct"
-    assert not model._chunked(10**6)
+    assert not model.uses_chunked(10**6)
 
 
 def test_recurrent_generation_equals_recomputation():
@@ -115,12 +117,12 @@ def test_activity_is_reported_as_detached_fractions():
     model.train()
     idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
     _, loss = model(idx, idx)
-    act = model.last_activity
-    assert set(act) == {"x_sparse", "y_sparse"}
+    act = model.metrics()
+    assert set(act) == {"x_active", "y_active"}
     for frac in act.values():
         assert frac.dim() == 0 and not frac.requires_grad and 0.0 < frac.item() <= 1.0
     # x_sparse = ReLU(x E) of a fresh model: about half of the neurons are positive
-    assert 0.3 < act["x_sparse"].item() < 0.7
+    assert 0.3 < act["x_active"].item() < 0.7
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

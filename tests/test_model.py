@@ -2,7 +2,6 @@
 
 import math
 import os
-from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -10,7 +9,8 @@ import torch
 
 import common
 from tests.helpers import REPO
-from model import BDHConfig, create_model, model_config_class, sample_next_token, swiglu_hidden
+import model as model_module
+from model import BDHConfig, create_model, pick_model_args, sample_next_token, swiglu_hidden
 
 # CPU float math slows down 10x or more on denormal numbers, which some of these trainings produce
 torch.set_flush_denormal(True)
@@ -198,7 +198,7 @@ def test_flops_per_token_count_every_use_of_the_weights():
     gpt, bdh = tiny("gpt"), tiny("bdh")
     V, d, L, T, N, nh = 64, 32, 2, 16, 64, 2
     # GPT: 6 per matrix weight (the head's V*d; the position lookup is free) + 6 * L * d * T for causal attention
-    assert gpt.flops_per_token() == 6 * (L * 12 * d * d + V * d) + 6 * L * d * T
+    assert gpt.flops_per_token(T) == 6 * (L * 12 * d * d + V * d) + 6 * L * d * T
     # BDH: E, E_v and D_x in each of L layers, the head; direct attention at T: 3 (fwd + bwd) * L * nh * T * (N + d)
     assert bdh.flops_per_token(T) == 6 * (L * 3 * nh * N * d + V * d) + 3 * L * nh * T * (N + d)
 
@@ -235,17 +235,34 @@ def test_generate_never_samples_padding_columns(variant, use_cache):
     assert out.shape == (2, 21) and out.max().item() < 50
 
 
+def logits_while_generating(model, idx, prompt_len, use_cache, monkeypatch):
+    """The logits generate() sees at each step when the tokens it picks are forced to be idx's."""
+    seen = []
+
+    def forced(logits, *args):
+        seen.append(logits.clone())
+        return idx[:, prompt_len + len(seen) - 1 : prompt_len + len(seen)]
+
+    monkeypatch.setattr(model_module, "sample_next_token", forced)
+    model.generate(idx[:, :prompt_len], idx.size(1) - prompt_len, use_cache=use_cache)
+    monkeypatch.undo()
+    return seen
+
+
 @pytest.mark.parametrize("variant", ["gpt", "rope", "gqa", "swiglu", "gpt_factorized"])
-def test_kv_cache_generation_equals_recomputation(variant):
+def test_kv_cache_generation_equals_recomputation(variant, monkeypatch):
     # the prompt (5) plus new tokens (35) run past block_size (16): the cropped context must match too
     model = tiny(variant).eval()
     idx = torch.randint(0, 64, (2, 40), generator=torch.Generator().manual_seed(5))
-    logits = []
-    for use_cache in (True, False):
-        feed = model.start_decoding(use_cache)
-        logits.append([feed(idx[:, :5])] + [feed(idx[:, t : t + 1]) for t in range(5, 40)])
-    for t, (cached, recomputed) in enumerate(zip(*logits)):
-        torch.testing.assert_close(cached, recomputed, rtol=1e-5, atol=1e-5, msg=f"step {t}")
+    cached, recomputed = (logits_while_generating(model, idx, 5, c, monkeypatch) for c in (True, False))
+    assert len(cached) == len(recomputed) == 35
+    for t, (a, b) in enumerate(zip(cached, recomputed)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"step {t}")
+    # within block_size, the cache is exactly a forward over the whole sequence
+    cache = model.new_cache()
+    steps = [model(idx[:, :5], cache=cache)[0]] + [model(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 16)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), model(idx[:, :16])[0], rtol=1e-5, atol=1e-5)
+    assert cache.pos == 16
     outs = [model.generate(idx[:, :5], 30, generator=torch.Generator().manual_seed(0), use_cache=c) for c in (1, 0)]
     assert torch.equal(*outs)
 
@@ -294,7 +311,7 @@ def test_tinystories_configs_compare_gpt_and_bdh_at_equal_non_embedding_size():
         cfg = {}
         with open(os.path.join(REPO, "config", f"{name}.py")) as f:
             exec(f.read(), {}, cfg)  # plain assignments, as configurator.py reads them
-        args = {f.name: cfg[f.name] for f in fields(model_config_class(cfg["model"])) if f.name in cfg}
+        args = pick_model_args(cfg["model"], cfg)
         with torch.device("meta"):
             models[name] = create_model(cfg["model"], {**args, "vocab_size": 50257})
     gpt, bdh, factorized = (models[n].num_params(non_embedding=True) for n in models)
