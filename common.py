@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from contextlib import nullcontext
 
 import numpy as np
@@ -53,7 +54,7 @@ def resolve_device(device="auto", dtype="auto", compile="auto"):
             device = "cpu"
     device_type = "cuda" if device.startswith("cuda") else ("mps" if device.startswith("mps") else "cpu")
     if device_type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device=cuda but no CUDA GPU is visible; use --device=cpu or --device=auto")
+        raise ValueError("--device=cuda but no CUDA GPU is visible; use --device=cpu or --device=auto")
     why = []
     cc = torch.cuda.get_device_capability(device) if device_type == "cuda" else None
     if dtype == "auto":
@@ -65,7 +66,7 @@ def resolve_device(device="auto", dtype="auto", compile="auto"):
         print(f"warning: this GPU (compute capability {cc[0]}.{cc[1]}) has no fast bfloat16: using float16")
         dtype = "float16"
     if dtype not in ("float32", "bfloat16", "float16"):
-        raise SystemExit(f"error: --dtype={dtype!r}; use auto, float32, bfloat16 or float16")
+        raise ValueError(f"--dtype={dtype!r}; use auto, float32, bfloat16 or float16")
     if compile == "auto":
         compile = device_type == "cuda" and _compile_problem(cc) is None
         why.append("compile auto")
@@ -106,8 +107,8 @@ def find_dataset(dataset):
     for folder in candidates:
         if os.path.isfile(os.path.join(folder, "meta.json")):
             return folder, read_json(os.path.join(folder, "meta.json"))
-    raise SystemExit(
-        f"error: no prepared dataset {dataset!r} (looked for data/{dataset}/meta.json); "
+    raise FileNotFoundError(
+        f"no prepared dataset {dataset!r} (looked for data/{dataset}/meta.json); "
         f"prepare it first: python prepare.py --dataset={dataset}"
     )
 
@@ -133,8 +134,8 @@ class BatchLoader:
         self.generator = torch.Generator().manual_seed(seed)
         self._open()
         if len(self.data) < block_size + 1:
-            raise SystemExit(
-                f"error: {path} holds {len(self.data)} tokens, fewer than block_size + 1 = {block_size + 1}; "
+            raise ValueError(
+                f"{path} holds {len(self.data)} tokens, fewer than block_size + 1 = {block_size + 1}; "
                 "use a smaller --block_size or prepare more data"
             )
 
@@ -194,6 +195,52 @@ def peak_memory_mb(device_type):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+class RunLog:
+    """Where training writes its numbers: out_dir/log.csv always (appended to on resume), TensorBoard and wandb
+    when asked, each imported only then. A process other than the master writes nothing."""
+
+    columns = ["iter", "loss", "val_loss", "lr", "tokens_per_sec", "mfu", "grad_norm", "peak_mem_mb", "elapsed_s",
+               "x_active", "y_active"]  # the last two: BDH's fractions of active neurons
+
+    def __init__(self, out_dir, append, tensorboard=False, wandb_config=None, enabled=True):
+        self.path = os.path.join(out_dir, "log.csv")
+        self.start = time.time()
+        self.enabled = enabled
+        self.tensorboard = None
+        self.wandb = None
+        if not enabled:
+            return
+        if not (append and os.path.exists(self.path)):
+            with open(self.path, "w") as f:
+                f.write(",".join(self.columns) + "\n")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("--tensorboard_log=True needs TensorBoard: pip install tensorboard") from None
+            self.tensorboard = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+        if wandb_config is not None:
+            try:
+                import wandb
+            except ImportError:
+                raise ImportError("--wandb_log=True needs wandb: pip install wandb (then wandb login)") from None
+            self.wandb = wandb
+            wandb.init(**wandb_config, resume="allow")
+
+    def write(self, it, **metrics):
+        if not self.enabled:
+            return
+        metrics["elapsed_s"] = round(time.time() - self.start, 2)
+        row = [str(it)] + [repr(metrics[c]) if c in metrics else "" for c in self.columns[1:]]
+        with open(self.path, "a") as f:  # repr keeps full precision: resumed runs compare bit for bit
+            f.write(",".join(row) + "\n")
+        if self.tensorboard:
+            for k, v in metrics.items():
+                self.tensorboard.add_scalar(k, v, it)
+        if self.wandb:
+            self.wandb.log(metrics, step=it)
+
+
 def copy_atomic(src, dst):
     shutil.copyfile(src, dst + ".tmp")
     os.replace(dst + ".tmp", dst)
@@ -208,7 +255,7 @@ def save_checkpoint(checkpoint, path):
 def load_checkpoint(path, device="cpu"):
     """Open a checkpoint without running pickled code (weights_only) and strip compile/DDP key prefixes."""
     if not os.path.isfile(path):
-        raise SystemExit(f"error: no checkpoint at {path}; train first (python train.py --out_dir=...)")
+        raise FileNotFoundError(f"no checkpoint at {path}; train first (python train.py --out_dir=...)")
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     checkpoint["model"] = {_strip_prefixes(k): v for k, v in checkpoint["model"].items()}
     return checkpoint
@@ -231,8 +278,8 @@ def load_model(out_dir, checkpoint="latest", device="cpu"):
     ckpt["path"] = path
     meta = read_json(os.path.join(out_dir, "meta.json"))
     if ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
-        raise SystemExit(
-            f"error: {path} was trained with vocab_size {ckpt['model_args']['vocab_size']} but {out_dir}/meta.json's "
+        raise ValueError(
+            f"{path} was trained with vocab_size {ckpt['model_args']['vocab_size']} but {out_dir}/meta.json's "
             f"tokenizer {meta['tokenizer']!r} has {meta['vocab_size']}; the checkpoint and meta.json come from "
             "different runs"
         )
@@ -241,5 +288,5 @@ def load_model(out_dir, checkpoint="latest", device="cpu"):
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         lines = str(e).strip().splitlines()
-        raise SystemExit(f"error: {path} does not match its model_args ({lines[min(1, len(lines) - 1)].strip()})")
+        raise ValueError(f"{path} does not match its model_args ({lines[min(1, len(lines) - 1)].strip()})")
     return model.eval().to(device), ckpt, meta

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import common
-from configurator import configure
+from configurator import configure, report_errors_in_one_line
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -46,7 +46,7 @@ def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, b
     T = block_size or model.config.block_size
     n_windows = (len(tokens) - 1) // T
     if n_windows == 0:
-        raise SystemExit(f"error: an eval set of {len(tokens)} tokens is shorter than block_size + 1 = {T + 1}")
+        raise ValueError(f"an eval set of {len(tokens)} tokens is shorter than block_size + 1 = {T + 1}")
     byte_lengths = torch.tensor(byte_lengths, dtype=torch.float64)
     total_nats, total_tokens, bpb_nats, total_bytes = 0.0, 0, 0.0, 0.0
     for b, start in enumerate(range(0, n_windows, batch_size)):
@@ -55,7 +55,7 @@ def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, b
         rows = range(start, min(start + batch_size, n_windows))
         window = torch.from_numpy(np.stack([tokens[r * T : r * T + T + 1] for r in rows]).astype(np.int64))
         if window.max() >= len(byte_lengths):
-            raise SystemExit(f"error: token id {window.max().item()} is outside the model's vocabulary "
+            raise ValueError(f"token id {window.max().item()} is outside the model's vocabulary "
                              f"({len(byte_lengths)}): the eval set was prepared with another tokenizer")
         x, y = window[:, :-1], window[:, 1:]  # the same shift as the batch loader: y[t] follows x[t]
         with ctx or torch.autocast("cpu", enabled=False):
@@ -78,7 +78,7 @@ def token_file(name, out_dir, meta):
         folder, _ = common.find_dataset(dataset)
         name = os.path.join(folder, f"{name}.bin")
     if not os.path.isfile(name):
-        raise SystemExit(f"error: no eval set {name!r}; use val, train or a path to a .bin token file")
+        raise FileNotFoundError(f"no eval set {name!r}; use val, train or a path to a .bin token file")
     return np.memmap(name, dtype=np.dtype(meta["dtype"]), mode="r")
 
 
@@ -122,22 +122,24 @@ def compare_runs(out_dirs):
             y = model.generate(x, max_new_tokens, temperature=0.8, top_k=200, generator=g)[0, x.size(1):].tolist()
         gen_speed = max_new_tokens / (time.perf_counter() - t0)
         samples.append((run, start + enc.decode(y[: y.index(enc.eot_token)] if enc.eot_token in y else y)))
-        rows.append((run, ckpt["model_type"], model.num_params(), model.num_params(non_embedding=True),
-                     ckpt["iter_num"] * cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"],
-                     r["loss"], r["perplexity"], r["bits_per_byte"], gen_speed))
+        tokens = ckpt["iter_num"] * cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+        rows.append({"run": run, "model": ckpt["model_type"], "params": model.num_params(),
+                     "non_embedding": model.num_params(non_embedding=True), "trained_tokens": tokens, **r,
+                     "gen_tokens_per_sec": gen_speed})
     print(f"{'run':<24} {'model':<6} {'params':>9} {'non-emb':>9} {'tokens':>13} {'val loss':>9} {'ppl':>8} "
           f"{'bits/byte':>9} {'gen tok/s':>9}")
-    for run, kind, n, ne, tokens, loss, ppl, bpb, speed in rows:
-        print(f"{run:<24} {kind:<6} {n / 1e6:>8.2f}M {ne / 1e6:>8.2f}M {tokens:>13,} {loss:>9.4f} {ppl:>8.3f} "
-              f"{bpb:>9.4f} {speed:>9.1f}")
+    for r in rows:
+        print(f"{r['run']:<24} {r['model']:<6} {r['params'] / 1e6:>8.2f}M {r['non_embedding'] / 1e6:>8.2f}M "
+              f"{r['trained_tokens']:>13,} {r['loss']:>9.4f} {r['perplexity']:>8.3f} {r['bits_per_byte']:>9.4f} "
+              f"{r['gen_tokens_per_sec']:>9.1f}")
     for run, text in samples:
         print(f"\n--- {run} (seed {seed}) ---\n{text}")
     plot_loss_curves(out_dirs, compare_png)
 
 
 if __name__ == "__main__":
-    config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str))]
-    configure(globals(), config_keys)
+    report_errors_in_one_line()
+    configure(globals())
     device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
     ctx = common.autocast(device_type, dtype)
     if compare:

@@ -36,7 +36,7 @@ from itertools import chain
 import numpy as np
 from tqdm import tqdm
 
-from configurator import configure
+from configurator import config_keys, configure, report_errors_in_one_line
 from tokenizer import get_tokenizer, train_bpe
 
 # -----------------------------------------------------------------------------
@@ -59,8 +59,7 @@ val_fraction = 0.05  # sources without a validation split: this share of the doc
 max_docs = 0  # read at most this many documents from each split of the source (0: all), for quick slices
 num_proc = 0  # tokenizing processes (0: one per core)
 # -----------------------------------------------------------------------------
-config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
-_defaults = {k: globals()[k] for k in config_keys}  # main() starts from these, so calling it twice is safe
+_defaults = {k: globals()[k] for k in config_keys(globals())}  # main() starts from these: calling it twice is safe
 
 HUB_DATASETS = {"tinystories": "roneneldan/TinyStories"}
 LOADERS = {".txt": None, ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # datasets' loaders
@@ -109,7 +108,7 @@ def read_txt(path):
             try:
                 block = f.read(PIECE_CHARS)
             except UnicodeDecodeError as e:
-                raise SystemExit(f"error: {path} is not UTF-8 text ({e.reason}); convert it, e.g. with iconv")
+                raise ValueError(f"{path} is not UTF-8 text ({e.reason}); convert it, e.g. with iconv")
             pending += block
             end = pending.rfind("\n") + 1 if block else len(pending)  # complete lines: no separator cut in two
             start = 0
@@ -137,15 +136,15 @@ def read_table(table, where):
     """The documents in text_column of a datasets table (Dataset or IterableDataset), read in batches."""
     for batch in table.iter(batch_size=1000):
         if text_column not in batch:
-            raise SystemExit(
-                f"error: {where} has no column {text_column!r}; its columns: {', '.join(batch)}. "
+            raise ValueError(
+                f"{where} has no column {text_column!r}; its columns: {', '.join(batch)}. "
                 "Name the one holding the text with --text_column="
             )
         for doc in batch[text_column]:
             if doc is None:  # a missing value
                 continue
             if not isinstance(doc, str):
-                raise SystemExit(f"error: {where} column {text_column!r} holds {type(doc).__name__}, not text")
+                raise ValueError(f"{where} column {text_column!r} holds {type(doc).__name__}, not text")
             yield from pieces(doc)
 
 
@@ -160,10 +159,10 @@ def read_files(files):
         try:  # streaming: read in batches, no copy of the file in the datasets cache
             table = load_dataset(loader, data_files=path, split="train", streaming=True)
             yield from read_table(table, path)
-        except SystemExit:
-            raise
-        except Exception as e:  # malformed JSON, CSV or Parquet
-            raise SystemExit(f"error: could not read {path} as {loader}: {_first_line(e)}")
+        except Exception as e:  # malformed JSON, CSV or Parquet; read_table's own errors name the file already
+            if str(e).startswith(path):
+                raise
+            raise ValueError(f"could not read {path} as {loader}: {_first_line(e)}") from e
 
 
 def find_files(pattern):
@@ -174,16 +173,16 @@ def find_files(pattern):
             folders[:] = [d for d in folders if not d.startswith(".")]  # .ipynb_checkpoints holds copies
             files += [os.path.join(root, n) for n in names if not n.startswith(".") and _extension(n) in LOADERS]
         if not files:  # other files (Kaggle folders hold licences, READMEs) are left alone
-            raise SystemExit(f"error: no {', '.join(LOADERS)} files in the folder --input={pattern}")
+            raise FileNotFoundError(f"no {', '.join(LOADERS)} files in the folder --input={pattern}")
     elif glob.has_magic(pattern):
         files = [f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f)]
     else:
         files = [pattern] if os.path.isfile(pattern) else []
     if not files:
-        raise SystemExit(f"error: no files match --input={pattern}")
+        raise FileNotFoundError(f"no files match --input={pattern}")
     for f in files:
         if _extension(f) not in LOADERS:
-            raise SystemExit(f"error: can't read {f}: --input takes {', '.join(LOADERS)} files")
+            raise ValueError(f"can't read {f}: --input takes {', '.join(LOADERS)} files")
     return sorted(files)
 
 
@@ -205,19 +204,19 @@ def load_hub(name):
     try:
         import datasets
     except ImportError:
-        raise SystemExit("error: hub datasets are read with the datasets package: pip install datasets")
+        raise ImportError("hub datasets are read with the datasets package: pip install datasets")
     print(f"loading {name}{f' ({hf_config})' if hf_config else ''} from the Hugging Face hub")
     try:
         return datasets.load_dataset(name, hf_config or None, streaming=streaming)
     except Exception as e:
         # datasets raises a builtin ConnectionError offline; http libraries' own errors are named like these
         if isinstance(e, ConnectionError) or any(w in type(e).__name__ for w in ("Connect", "Offline", "Timeout")):
-            raise SystemExit(
-                f"error: can't reach the Hugging Face hub to load {name} ({_first_line(e)}). Without internet, prepare "
+            raise ConnectionError(
+                f"can't reach the Hugging Face hub to load {name} ({_first_line(e)}). Without internet, prepare "
                 "local files instead: python prepare.py --input=PATH (a .txt, .jsonl, .json, .parquet or .csv file, "
                 "a glob or a folder; e.g. --input=/kaggle/input/tinystories/TinyStories-train.txt)"
             )
-        raise SystemExit(f"error: could not load {name} from the Hugging Face hub: {_first_line(e)}")
+        raise ValueError(f"could not load {name} from the Hugging Face hub: {_first_line(e)}")
 
 
 def _first_line(e):
@@ -258,7 +257,7 @@ def open_source():
         try:
             from synthetic_stories import generate_stories
         except ImportError:
-            raise SystemExit("error: synthetic_stories.py is missing: it ships beside prepare.py")
+            raise ImportError("synthetic_stories.py is missing: it ships beside prepare.py")
         desc = f"synthetic_stories (generated here: seed={seed}, num_bytes={num_bytes}), val_fraction={val_fraction}"
 
         def stories():
@@ -269,7 +268,7 @@ def open_source():
     name = hf or HUB_DATASETS[dataset]
     splits = load_hub(name)
     if hf_split not in splits:
-        raise SystemExit(f"error: {name} has no split {hf_split!r}; its splits: {', '.join(splits)} (--hf_split=)")
+        raise ValueError(f"{name} has no split {hf_split!r}; its splits: {', '.join(splits)} (--hf_split=)")
     train = splits[hf_split]
     val = next((s for s in VAL_SPLITS if s in splits and s != hf_split), None)
     desc = f"{name}{f' ({hf_config})' if hf_config else ''} from the Hugging Face hub, split {hf_split} -> train"
@@ -304,11 +303,8 @@ def _interrupt(signum, frame):
 def encode_chunk(spec, directory, chunk):
     """[(split, text, ends_document), ...] -> [(split, uint32 token ids with end-of-text after each document,
     number of documents), ...], one entry per run of pieces of the same split."""
-    try:
-        if (spec, directory) not in _tokenizers:
-            _tokenizers[spec, directory] = get_tokenizer(spec, directory)
-    except SystemExit as e:  # a pool worker that exits would hang the pool; the main process reports this
-        raise RuntimeError(str(e))
+    if (spec, directory) not in _tokenizers:
+        _tokenizers[spec, directory] = get_tokenizer(spec, directory)
     enc = _tokenizers[spec, directory]
     runs = []
     for split, text, ends in chunk:
@@ -363,7 +359,7 @@ def tokenize(stream, pool, window, spec, staging, enc, dtype, total):
             for split, ids, docs in runs:
                 # the model's embedding has vocab_size rows: a larger id would break training or sampling later
                 if len(ids) and int(ids.max()) >= enc.vocab_size:
-                    raise SystemExit(f"error: token id {ids.max()} >= the tokenizer's vocab_size {enc.vocab_size}")
+                    raise ValueError(f"token id {ids.max()} >= the tokenizer's vocab_size {enc.vocab_size}")
                 ids.astype(dtype).tofile(files[split])
                 counts[f"{split}_tokens"] += len(ids)
                 counts[f"{split}_documents"] += docs
@@ -382,9 +378,9 @@ def tokenizer_spec():
         return "bytes" if dataset == "synthetic_stories" and not (input or hf) else "gpt2"
     if tokenizer.startswith("bpe:"):  # checked now: training starts only after the data is loaded
         if not tokenizer[4:].isdigit() or int(tokenizer[4:]) < 257:
-            raise SystemExit(f"error: --tokenizer={tokenizer}: N must be >= 257 (bytes + end-of-text), e.g. bpe:4096")
+            raise ValueError(f"--tokenizer={tokenizer}: N must be >= 257 (bytes + end-of-text), e.g. bpe:4096")
         if importlib.util.find_spec("tokenizers") is None:
-            raise SystemExit("error: --tokenizer=bpe:N trains with the tokenizers package: pip install tokenizers")
+            raise ImportError("--tokenizer=bpe:N trains with the tokenizers package: pip install tokenizers")
     return tokenizer
 
 
@@ -400,10 +396,10 @@ def store_tokenizer(spec, staging, stream):
     if spec.startswith("hf:") or spec.endswith(".json"):
         path = spec[3:] if spec.startswith("hf:") else spec
         if not os.path.isfile(path):
-            raise SystemExit(f"error: --tokenizer={spec}: no such file")
+            raise FileNotFoundError(f"--tokenizer={spec}: no such file")
         name = os.path.basename(path)
         if name in ("train.bin", "val.bin", "meta.json"):
-            raise SystemExit(f"error: --tokenizer={spec}: rename the file, {name} is one of the dataset's own")
+            raise ValueError(f"--tokenizer={spec}: rename the file, {name} is one of the dataset's own")
         shutil.copyfile(path, os.path.join(staging, name))
         return f"hf:{name}", [name]
     return spec, []
@@ -431,16 +427,16 @@ def publish(staging, out, files):
 
 def check_config():
     if sum([bool(input), bool(hf), dataset != _defaults["dataset"]]) > 1:
-        raise SystemExit("error: give one source: --dataset=, --hf= or --input=")
+        raise ValueError("give one source: --dataset=, --hf= or --input=")
     if not (input or hf) and dataset not in (*HUB_DATASETS, "synthetic_stories"):
-        raise SystemExit(
-            f"error: unknown --dataset={dataset}; available: {', '.join([*HUB_DATASETS, 'synthetic_stories'])}; "
+        raise ValueError(
+            f"unknown --dataset={dataset}; available: {', '.join([*HUB_DATASETS, 'synthetic_stories'])}; "
             "or --hf=NAME for any Hugging Face hub dataset, --input=PATH for local files"
         )
     if not 0 < val_fraction < 1:
-        raise SystemExit(f"error: --val_fraction={val_fraction} must be between 0 and 1")
+        raise ValueError(f"--val_fraction={val_fraction} must be between 0 and 1")
     if max_docs < 0 or num_proc < 0:
-        raise SystemExit("error: --max_docs and --num_proc must be >= 0 (0: all documents, all cores)")
+        raise ValueError("--max_docs and --num_proc must be >= 0 (0: all documents, all cores)")
     if input:
         find_files(input)  # a mistyped path is reported before anything is loaded
 
@@ -449,7 +445,7 @@ def main(argv=None):
     """Prepare the dataset that argv (default: the command line) asks for."""
     global out_dir
     globals().update(_defaults)
-    config = configure(globals(), config_keys, argv)
+    config = configure(globals(), argv)
     check_config()
     if not out_dir:
         name = hf.split("/")[-1] + (f"-{hf_config}" if hf_config else "") if hf else dataset
@@ -483,8 +479,8 @@ def main(argv=None):
         counts = tokenize(stream(), pool, 2 * procs, spec, staging, enc, dtype, total)
         n_docs = counts["train_documents"] + counts["val_documents"]
         if not counts["train_documents"] or not counts["val_documents"]:
-            raise SystemExit(
-                f"error: {n_docs} document{'s' * (n_docs != 1)}, too few to split into train and val "
+            raise ValueError(
+                f"{n_docs} document{'s' * (n_docs != 1)}, too few to split into train and val "
                 f"(val_fraction={val_fraction}); "
                 ".txt documents end at a line holding only <|endoftext|>, or at blank lines with --blank_line_docs=True"
             )
@@ -522,4 +518,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    report_errors_in_one_line()
     main()

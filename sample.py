@@ -16,7 +16,7 @@ import time
 import torch
 
 import common
-from configurator import configure
+from configurator import configure, report_errors_in_one_line
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -34,8 +34,8 @@ use_cache = True  # GPT: KV cache, BDH: recurrent state; False recomputes the co
 device = "auto"
 dtype = "auto"
 # -----------------------------------------------------------------------------
-config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
-configure(globals(), config_keys)
+report_errors_in_one_line()
+configure(globals())
 
 device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
 model, ckpt, meta = common.load_model(out_dir, checkpoint, device)

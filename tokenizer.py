@@ -48,10 +48,10 @@ class TiktokenTokenizer:
         try:
             self.enc = tiktoken.get_encoding(name)
         except ValueError as e:  # unknown encoding name
-            raise SystemExit(f"error: unknown tokenizer {name!r} ({e})")
+            raise ValueError(f"unknown tokenizer {name!r} ({e})")
         except Exception as e:  # first use downloads the BPE files: fails offline
-            raise SystemExit(
-                f"error: could not load tiktoken encoding {name!r} ({type(e).__name__}): its files are downloaded "
+            raise OSError(
+                f"could not load tiktoken encoding {name!r} ({type(e).__name__}): its files are downloaded "
                 "on first use; without internet, point TIKTOKEN_CACHE_DIR at a folder holding them, "
                 "or use --tokenizer=bytes"
             )
@@ -86,18 +86,18 @@ class HFTokenizer:
         try:
             from tokenizers import Tokenizer
         except ImportError:
-            raise SystemExit(f"error: tokenizer file {path} needs the tokenizers package: pip install tokenizers")
+            raise ImportError(f"tokenizer file {path} needs the tokenizers package: pip install tokenizers")
         if not os.path.isfile(path):
-            raise SystemExit(f"error: no tokenizer file {path}")
+            raise FileNotFoundError(f"no tokenizer file {path}")
         try:
             self.tok = Tokenizer.from_file(path)
         except Exception as e:  # not JSON, or not a tokenizer
-            raise SystemExit(f"error: {path} is not a Hugging Face tokenizer.json ({str(e).splitlines()[0]})")
+            raise ValueError(f"{path} is not a Hugging Face tokenizer.json ({str(e).splitlines()[0]})")
         self.tok.encode_special_tokens = True  # like tiktoken's encode_ordinary: special tokens in text are text
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
         ids = [self.tok.token_to_id(name) for name in self.EOT_NAMES]
         if all(i is None for i in ids):
-            raise SystemExit(f"error: {path} has no end-of-text token (looked for {', '.join(self.EOT_NAMES)})")
+            raise ValueError(f"{path} has no end-of-text token (looked for {', '.join(self.EOT_NAMES)})")
         self.eot_token = next(i for i in ids if i is not None)
 
     def encode(self, text):
@@ -131,7 +131,7 @@ def train_bpe(texts, vocab_size, path):
     try:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     except ImportError:
-        raise SystemExit("error: --tokenizer=bpe:N trains with the tokenizers package: pip install tokenizers")
+        raise ImportError("--tokenizer=bpe:N trains with the tokenizers package: pip install tokenizers")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's split into words, on bytes
     tok.decoder = decoders.ByteLevel()
@@ -152,7 +152,7 @@ def get_tokenizer(spec, directory=None):
     if spec.startswith(("bpe:", "hf:")):
         name = "tokenizer.json" if spec.startswith("bpe:") else spec[3:]
         if directory is None and spec.startswith("bpe:"):
-            raise SystemExit(f"error: tokenizer {spec!r} is a file stored beside meta.json: pass its folder")
+            raise ValueError(f"tokenizer {spec!r} is a file stored beside meta.json: pass its folder")
         return HFTokenizer(os.path.join(directory, name) if directory is not None else name)
     if spec.endswith(".json"):
         return HFTokenizer(spec)
