@@ -1,9 +1,8 @@
-# A100 (40/80 GB, compute capability 8.0): bf16 and torch.compile. GPT-2 small (124M) shape on TinyStories.
-# Memory and tokens/s: not measured yet (no A100 was available to us); bench.py measures them.
+# A100 (40 or 80 GB): GPT-2 small's shape on TinyStories, in bf16 with torch.compile.
 # python train.py config/a100.py
 out_dir = "out-a100"
 dataset = "tinystories"
-dtype = "bfloat16"
+dtype = "bfloat16"  # compute capability 8.0 has native bf16
 compile = True
 n_layer = 12
 n_head = 12

@@ -1,5 +1,4 @@
-# a laptop or cloud CPU: a small GPT on TinyStories (GPT-2 tokenizer). Not measured at this size; the README
-# has the demo's measured CPU figures.
+# a small GPT on TinyStories (GPT-2 tokenizer) on a laptop or cloud CPU.
 # python train.py config/cpu.py
 out_dir = "out-cpu"
 dataset = "tinystories"

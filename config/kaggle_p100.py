@@ -1,14 +1,9 @@
-# Kaggle P100 (16 GB, compute capability 6.0): no bf16 and no Triton, so float16 with GradScaler and eager mode.
-# Memory and tokens/s: not measured yet (no P100 was available to us). Kaggle sessions end after ~12 h and only
-# /kaggle/working survives: a time budget saves and stops in time; resume with --init_from=resume.
-# !python train.py config/kaggle_p100.py --out_dir=/kaggle/working/out
-# BDH here: add --model=bdh --mlp_internal_dim_multiplier=64 --batch_size=8 and raise gradient_accumulation_steps;
-# its activations are batch x heads x T x N per layer (an estimate; not measured on this GPU), and
-# --gradient_checkpointing=True trades a third more compute for most of that memory.
-out_dir = "/kaggle/working/out"
+# Kaggle P100 (16 GB): a small GPT on TinyStories. Resume in a later session with --init_from=resume.
+# !python train.py config/kaggle_p100.py
+out_dir = "/kaggle/working/out"  # only /kaggle/working survives the session
 dataset = "tinystories"
-dtype = "float16"
-compile = False
+dtype = "float16"  # the P100 has no bf16, so float16 with a GradScaler
+compile = False  # Triton needs compute capability 7.0 and the P100 has 6.0
 n_layer = 6
 n_head = 6
 n_embd = 384
@@ -22,4 +17,4 @@ max_iters = 20000
 eval_interval = 500
 eval_iters = 50
 checkpoint_minutes = 15
-max_minutes = 660  # 11 h: stop and save before Kaggle's 12 h limit
+max_minutes = 660  # 11 hours, so it saves and stops before Kaggle's 12-hour limit

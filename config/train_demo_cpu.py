@@ -1,4 +1,4 @@
-# the README demo: a ~0.8M-parameter byte-level GPT on the offline synthetic_stories corpus, on a laptop CPU
+# the README demo: a small byte-level GPT on the offline synthetic_stories corpus, on a laptop CPU.
 # python prepare.py --dataset=synthetic_stories && python train.py config/train_demo_cpu.py
 out_dir = "out-demo"
 dataset = "synthetic_stories"
@@ -17,4 +17,4 @@ max_iters = 1000
 eval_interval = 200
 eval_iters = 10
 log_interval = 50
-max_minutes = 4.5  # a slower laptop stops early (and saves) rather than running past five minutes
+max_minutes = 4.5  # a slower laptop saves and stops instead of running past five minutes
