@@ -129,8 +129,11 @@ class BatchLoader:
     """Batches of random windows from a flat token file (a uint16/uint32 memmap written by prepare.py)."""
 
     def __init__(self, path, dtype, batch_size, block_size, device="cpu", seed=0):
-        self.path, self.dtype = path, np.dtype(dtype)
-        self.batch_size, self.block_size, self.device = batch_size, block_size, device
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self.device = device
         self.generator = torch.Generator().manual_seed(seed)
         self._open()
         if len(self.data) < block_size + 1:

@@ -48,7 +48,10 @@ def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, b
     if n_windows == 0:
         raise ValueError(f"an eval set of {len(tokens)} tokens is shorter than block_size + 1 = {T + 1}")
     byte_lengths = torch.tensor(byte_lengths, dtype=torch.float64)
-    total_nats, total_tokens, bpb_nats, total_bytes = 0.0, 0, 0.0, 0.0
+    total_nats = 0.0  # every target's loss
+    total_tokens = 0
+    bpb_nats = 0.0  # the loss of targets that have bytes (end-of-text has none)
+    total_bytes = 0.0
     for b, start in enumerate(range(0, n_windows, batch_size)):
         if max_batches and b >= max_batches:
             break
@@ -108,7 +111,8 @@ def plot_loss_curves(out_dirs, path):
 
 
 def compare_runs(out_dirs):
-    rows, samples = [], []
+    rows = []
+    samples = []
     for run in out_dirs:
         model, ckpt, meta = common.load_model(run, checkpoint, device)
         enc = get_tokenizer(meta["tokenizer"], run)

@@ -310,7 +310,7 @@ def encode_chunk(spec, directory, chunk):
     for split, text, ends in chunk:
         if not runs or runs[-1][0] != split:
             runs.append((split, [], [0]))
-        ids, docs = runs[-1][1], runs[-1][2]
+        _, ids, docs = runs[-1]
         ids.extend(enc.encode(text))
         if ends:
             ids.append(enc.eot_token)

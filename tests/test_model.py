@@ -316,5 +316,5 @@ def test_tinystories_configs_compare_gpt_and_bdh_at_equal_non_embedding_size():
             models[name] = create_model(cfg["model"], {**args, "vocab_size": 50257})
     gpt, bdh, factorized = (models[n].num_params(non_embedding=True) for n in models)
     assert abs(gpt / bdh - 1) < 0.05 and factorized == gpt
-    # the counts stated in the config files' comments
+    # the counts in the README's parameter table
     assert [m.num_params() for m in models.values()] == [51_237_888, 50_921_472, 31_986_688]
