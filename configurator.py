@@ -113,12 +113,13 @@ def _apply_file(namespace, keys, path):
 
 def report_errors_in_one_line():
     """From here on, errors a user can fix end the script with one line on stderr, `error: ...`, and exit status 1.
-    The library code raises ValueError (bad values), OSError (files) and ImportError (optional packages) with a
-    message that says what to do; any other exception is a bug and keeps its traceback."""
+    The library code raises ValueError (bad values), OSError (files), ImportError (optional packages) and
+    MemoryError (out of memory) with a message that says what to do; any other exception is a bug and keeps its
+    traceback."""
     default_hook = sys.excepthook
 
     def hook(kind, value, traceback):
-        if issubclass(kind, (ValueError, OSError, ImportError)):
+        if issubclass(kind, (ValueError, OSError, ImportError, MemoryError)):
             print(f"error: {value}", file=sys.stderr)
         else:
             default_hook(kind, value, traceback)

@@ -328,6 +328,12 @@ def why_stop():
     return None
 
 
+def checkpoint_due():
+    """checkpoint_minutes have passed since the last save (on any process)."""
+    (due,) = agree(checkpoint_minutes and time.time() - last_save_time >= 60 * checkpoint_minutes)
+    return due
+
+
 def report(loss, lr, grad_norm, dt):
     """One log row, and a progress line: a tqdm bar's postfix on a terminal, a plain line elsewhere."""
     tokens_per_sec = tokens_per_iter / dt
@@ -389,8 +395,7 @@ while True:
         evaluate()
         t0 += time.time() - eval_start  # eval and saving time is not training time
     stop = why_stop()
-    (save_due,) = agree(checkpoint_minutes and time.time() - last_save_time >= 60 * checkpoint_minutes)
-    if (stop and stop.save) or save_due:
+    if (stop and stop.save) or checkpoint_due():
         save("ckpt.pt")
     if stop:
         break

@@ -1,8 +1,12 @@
 """configurator.py: the edge cases that break nanoGPT's configurator."""
 
+import subprocess
+import sys
+
 import pytest
 
 from configurator import configure
+from tests.helpers import REPO
 
 
 def defaults():
@@ -78,3 +82,17 @@ def test_keys_are_the_plain_lowercase_globals():
     assert configure(ns, argv=[]) == defaults()
     with pytest.raises(ValueError, match="unknown config key 'MAX_SIZE'"):
         run(["--MAX_SIZE=4"], ns)
+
+
+@pytest.mark.parametrize("raised, one_line", [("ValueError('--n_head=5 must divide n_embd')", True),
+                                              ("FileNotFoundError('no checkpoint at out/ckpt.pt')", True),
+                                              ("RuntimeError('a bug')", False)])
+def test_user_errors_end_in_one_line_and_bugs_keep_their_traceback(raised, one_line):
+    code = f"from configurator import report_errors_in_one_line\nreport_errors_in_one_line()\nraise {raised}\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    if one_line:
+        message = raised.split("'")[1]
+        assert proc.stderr == f"error: {message}\n"
+    else:
+        assert "Traceback" in proc.stderr and "RuntimeError: a bug" in proc.stderr
