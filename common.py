@@ -1,6 +1,7 @@
 """
-What train.py, sample.py and bench.py share, so none of them copies the others: picking device/dtype/compile,
-finding prepared data, the batch loader (the one place where targets are shifted), and checkpoint files.
+What the scripts share, so none of them copies the others: picking device/dtype/compile, finding prepared data,
+the batch loader (the one place where targets are shifted), checkpoint files, and the training log (log.csv, which
+eval.py reads back). Errors are exceptions with a one-line message; the scripts print them (configurator.py).
 """
 
 import json
