@@ -447,6 +447,10 @@ if progress:
 for s, handler in previous_handlers.items():  # a notebook kernel gets its own Ctrl-C back
     signal.signal(s, handler)
 if ddp:
+    # DDP holds the process group: let it go first, so the group's threads end here and not during the
+    # interpreter's shutdown, where gloo can abort the process
+    del train_model
+    dist.barrier()
     dist.destroy_process_group()
 summary = f"{iter_num} iterations in {(time.time() - start_time) / 60:.1f} min, best val loss {best_val_loss:.4f}"
 if stop.error:
