@@ -605,16 +605,20 @@ class RecurrentState:
 MODELS = {"gpt": (GPTConfig, GPT), "bdh": (BDHConfig, BDH)}
 
 
-def pick_model_args(model_type, config):
-    """The fields of model_type's config class that the dict config sets (None values left out)."""
+def model_classes(model_type):
+    """(config class, model class) of a model by name."""
     if model_type not in MODELS:
         raise ValueError(f"unknown model {model_type!r}; choose one of {', '.join(MODELS)}")
-    return {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if config.get(f.name) is not None}
+    return MODELS[model_type]
+
+
+def pick_model_args(model_type, config):
+    """The fields of model_type's config class that the dict config sets (None values left out)."""
+    config_class, _ = model_classes(model_type)
+    return {f.name: config[f.name] for f in fields(config_class) if config.get(f.name) is not None}
 
 
 def create_model(model_type, model_args):
     """Build a model from its name and a dict of its config fields (as stored in checkpoints)."""
-    if model_type not in MODELS:
-        raise ValueError(f"unknown model {model_type!r}; choose one of {', '.join(MODELS)}")
-    config_class, model_class = MODELS[model_type]
+    config_class, model_class = model_classes(model_type)
     return model_class(config_class(**model_args))
