@@ -307,10 +307,8 @@ class Stop:
     error: bool = False
 
 
-def why_stop():
+def why_stop(signalled, over_budget):
     """The one place that decides whether training stops here, and why; None: go on."""
-    signalled, over_budget = agree(stop_signal is not None,
-                                   max_minutes and time.time() - start_time >= 60 * max_minutes)
     if signalled:
         return Stop(f"stopped by {stop_signal or 'a signal'}", save=True)
     if over_budget:
@@ -326,12 +324,6 @@ def why_stop():
         return Stop(f"{skipped_in_a_row} non-finite steps in a row: lower --learning_rate, try --dtype=float32, "
                     "or check the data", error=True)
     return None
-
-
-def checkpoint_due():
-    """checkpoint_minutes have passed since the last save (on any process)."""
-    (due,) = agree(checkpoint_minutes and time.time() - last_save_time >= 60 * checkpoint_minutes)
-    return due
 
 
 def report(loss, lr, grad_norm, dt):
@@ -394,8 +386,13 @@ while True:
         eval_start = time.time()
         evaluate()
         t0 += time.time() - eval_start  # eval and saving time is not training time
-    stop = why_stop()
-    if (stop and stop.save) or checkpoint_due():
+    # what each process sees on its own (a signal, its clock), agreed on in one collective
+    now = time.time()
+    signalled, over_budget, save_due = agree(stop_signal is not None,
+                                             max_minutes and now - start_time >= 60 * max_minutes,
+                                             checkpoint_minutes and now - last_save_time >= 60 * checkpoint_minutes)
+    stop = why_stop(signalled, over_budget)
+    if (stop and stop.save) or save_due:
         save("ckpt.pt")
     if stop:
         break
