@@ -13,7 +13,8 @@ keys, in a file or on the command line, are errors that name the closest valid k
 
 Inside a Jupyter/Kaggle kernel sys.argv holds the kernel's own arguments (`-f .../kernel-xyz.json`). Those are
 ignored, so pasting a script into a cell runs it with its defaults, and `%run train.py config/x.py --k=v` works.
-Errors are ValueErrors with a one-line message; the scripts print them as `error: ...`.
+Errors are ValueError (or OSError for an unreadable config file) with a one-line message; the scripts print
+them as `error: ...` (report_errors_in_one_line).
 """
 
 import ast

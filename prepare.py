@@ -132,11 +132,15 @@ def read_txt(path):
                 return
 
 
+class ColumnError(ValueError):
+    """The text column is missing or holds something other than text: the message names the file and the fix."""
+
+
 def read_table(table, where):
     """The documents in text_column of a datasets table (Dataset or IterableDataset), read in batches."""
     for batch in table.iter(batch_size=1000):
         if text_column not in batch:
-            raise ValueError(
+            raise ColumnError(
                 f"{where} has no column {text_column!r}; its columns: {', '.join(batch)}. "
                 "Name the one holding the text with --text_column="
             )
@@ -144,7 +148,7 @@ def read_table(table, where):
             if doc is None:  # a missing value
                 continue
             if not isinstance(doc, str):
-                raise ValueError(f"{where} column {text_column!r} holds {type(doc).__name__}, not text")
+                raise ColumnError(f"{where} column {text_column!r} holds {type(doc).__name__}, not text")
             yield from pieces(doc)
 
 
@@ -159,9 +163,9 @@ def read_files(files):
         try:  # streaming: read in batches, no copy of the file in the datasets cache
             table = load_dataset(loader, data_files=path, split="train", streaming=True)
             yield from read_table(table, path)
-        except Exception as e:  # malformed JSON, CSV or Parquet; read_table's own errors name the file already
-            if str(e).startswith(path):
-                raise
+        except ColumnError:
+            raise
+        except Exception as e:  # malformed JSON, CSV or Parquet
             raise ValueError(f"could not read {path} as {loader}: {_first_line(e)}") from e
 
 
