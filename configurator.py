@@ -19,13 +19,35 @@ them as `error: ...` (report_errors_in_one_line).
 
 import ast
 import difflib
+import inspect
+import linecache
 import sys
 
 
 def config_keys(namespace):
-    """The names in namespace (a script's globals()) that are config keys."""
-    return [k for k, v in namespace.items()
-            if not k.startswith("_") and not k.isupper() and (v is None or isinstance(v, (bool, int, float, str)))]
+    """The names in namespace (a script's globals()) that are config keys: plain values the script assigns at its
+    top level above the line that asks (its defaults)."""
+    assigned = _assigned_above(namespace)
+    return [k for k, v in namespace.items() if not k.startswith("_") and not k.isupper()
+            and (v is None or type(v) in (bool, int, float, str)) and (assigned is None or k in assigned)]
+
+
+def _assigned_above(namespace):
+    """The names the script whose globals are namespace assigns at its top level above the line running now, read
+    from its source: a file, or a notebook cell (IPython keeps cells in linecache). In a kernel where an earlier
+    run left its variables (iter_num, rank...), those are not config keys. None where the source can't be read."""
+    frame, script = inspect.currentframe(), None
+    while frame is not None:
+        if frame.f_globals is namespace:
+            script = frame  # the outermost frame of the script: its top level
+        frame = frame.f_back
+    lines = linecache.getlines(script.f_code.co_filename, namespace) if script else []
+    try:
+        tree = ast.parse("".join(lines))
+    except SyntaxError:
+        return None
+    return {target.id for node in tree.body if isinstance(node, ast.Assign) and node.lineno < script.f_lineno
+            for target in node.targets if isinstance(target, ast.Name)} if lines else None
 
 
 def _closest(key, keys):
@@ -91,6 +113,18 @@ def configure(namespace, argv=None):
         namespace[key] = _check_type(key, _parse_value(text), namespace[key])
         print(f"override: {key} = {namespace[key]!r}")
     return {k: namespace[k] for k in keys}
+
+
+def check_values(config, positive=(), non_negative=(), fractions=()):
+    """Values of the right type but out of range are ValueErrors naming the key; None means 'not set'."""
+    rules = [(positive, "> 0", lambda v: v > 0), (non_negative, ">= 0", lambda v: v >= 0),
+             (fractions, "at least 0 and below 1", lambda v: 0 <= v < 1)]
+    for keys, what, ok in rules:
+        for key in keys:
+            value = config[key]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is not None and not (number and ok(value)):
+                raise ValueError(f"--{key}={value!r} must be a number {what}")
 
 
 def _apply_file(namespace, keys, path):
