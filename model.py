@@ -164,6 +164,21 @@ def apply_rope(x, cos, sin):
 # GPT
 
 GPT_ROPE_THETA = 10000.0
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+
+
+def check_fields(config, positive=(), non_negative=(), choices=None):
+    """A config dataclass's values that can't build a model are a ValueError naming the field."""
+    for key in positive + non_negative:
+        value, low = getattr(config, key), 1 if key in positive else 0
+        if type(value) is not int or value < low:
+            raise ValueError(f"{key}={value!r} must be a whole number >= {low}")
+    if not (isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1):
+        raise ValueError(f"dropout={config.dropout!r} must be at least 0 and below 1")
+    for key, options in (choices or {}).items():
+        if getattr(config, key) not in options:
+            raise ValueError(f"{key}={getattr(config, key)!r}: choose one of {', '.join(options)}")
 
 
 @dataclass
@@ -183,10 +198,18 @@ class GPTConfig:
     gradient_checkpointing: bool = False  # recompute each block's activations in backward: less memory, more time
 
     def __post_init__(self):
-        if self.n_embd % self.n_head or self.n_head % (self.n_kv_head or self.n_head):
-            raise ValueError(f"n_embd {self.n_embd}, n_head {self.n_head} and n_kv_head {self.n_kv_head} must divide")
-        if self.norm not in ("layernorm", "rmsnorm") or self.mlp not in ("gelu", "swiglu"):
-            raise ValueError(f"norm={self.norm!r} (layernorm, rmsnorm), mlp={self.mlp!r} (gelu, swiglu)")
+        check_fields(self, positive=("block_size", "vocab_size", "n_layer", "n_head", "n_embd"),
+                     non_negative=("n_kv_head", "embedding_rank"), choices={"norm": NORMS, "mlp": MLPS})
+        if self.n_embd % self.n_head:
+            near = self.n_head * max(1, round(self.n_embd / self.n_head))
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head} (each head gets "
+                             f"n_embd / n_head dimensions), e.g. n_embd={near}")
+        if self.n_kv_head and self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head} (each key/value "
+                             "head serves the same number of query heads)")
+        if self.rope and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"rope rotates pairs of dimensions: the head size n_embd / n_head = "
+                             f"{self.n_embd // self.n_head} must be even")
 
     @property
     def padded_vocab_size(self):
@@ -391,8 +414,11 @@ class BDHConfig:
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, more time
 
     def __post_init__(self):
+        check_fields(self, positive=("vocab_size", "n_layer", "n_embd", "n_head", "mlp_internal_dim_multiplier"),
+                     non_negative=("embedding_rank",))
         if (self.mlp_internal_dim_multiplier * self.n_embd) % (2 * self.n_head):
-            raise ValueError("N = mlp_internal_dim_multiplier * n_embd / n_head must be an even integer (rope pairs)")
+            raise ValueError(f"N = mlp_internal_dim_multiplier * n_embd / n_head = {self.mlp_internal_dim_multiplier}"
+                             f" * {self.n_embd} / {self.n_head} must be a whole, even number (rope rotates pairs)")
 
     @property
     def padded_vocab_size(self):
@@ -618,7 +644,15 @@ def pick_model_args(model_type, config):
     return {f.name: config[f.name] for f in fields(config_class) if config.get(f.name) is not None}
 
 
+def model_config(model_type, model_args):
+    """The config of a model by name from a dict of its fields; a ValueError naming the field if it can't be built."""
+    config_class, _ = model_classes(model_type)
+    unknown = set(model_args) - {f.name for f in fields(config_class)}
+    if unknown:
+        raise ValueError(f"{model_type} has no field {', '.join(sorted(unknown))} (a checkpoint from another version?)")
+    return config_class(**model_args)
+
+
 def create_model(model_type, model_args):
     """Build a model from its name and a dict of its config fields (as stored in checkpoints)."""
-    config_class, model_class = model_classes(model_type)
-    return model_class(config_class(**model_args))
+    return model_classes(model_type)[1](model_config(model_type, model_args))
