@@ -30,7 +30,7 @@ from dataclasses import asdict
 import torch
 
 import common
-from configurator import configure, report_errors_in_one_line
+from configurator import check_values, configure, report_errors_in_one_line
 from model import create_model, pick_model_args
 
 # -----------------------------------------------------------------------------
@@ -153,6 +153,8 @@ if __name__ == "__main__":
     for key in ("n_layer", "n_head", "n_embd"):
         if config[key] is not None and type(config[key]) is not int:
             raise ValueError(f"--{key}={config[key]!r} must be an integer")
+    check_values(config, positive=("batch_size", "block_size", "timed_steps", "vocab_size"),
+                 non_negative=("warmup_steps", "generate_tokens", "threads", "chunk_size", "peak_flops"))
     device, device_type, dtype, can_compile = common.resolve_device(device, dtype, compile)
     if threads:
         torch.set_num_threads(threads)
@@ -162,7 +164,7 @@ if __name__ == "__main__":
         folder, meta = common.find_dataset(dataset)
         vocab_size = config["vocab_size"] = meta["vocab_size"]
         train_bin = os.path.join(folder, "train.bin")
-        x, y = common.BatchLoader(train_bin, meta["dtype"], batch_size, block_size, device, seed).next_batch()
+        x, y = common.BatchLoader(train_bin, meta, batch_size, block_size, device, seed).next_batch()
     else:
         g = torch.Generator().manual_seed(seed)
         x, y = torch.randint(0, vocab_size, (2, batch_size, block_size), generator=g).to(device)

@@ -5,8 +5,10 @@ eval.py reads back). Errors are exceptions with a one-line message; the scripts 
 """
 
 import json
+import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -53,9 +55,18 @@ def resolve_device(device="auto", dtype="auto", compile="auto"):
             device = "mps"
         else:
             device = "cpu"
-    device_type = "cuda" if device.startswith("cuda") else ("mps" if device.startswith("mps") else "cpu")
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise ValueError(f"--device={device!r}; use auto, cpu, cuda, cuda:<index> or mps")
+    device_type = device.split(":")[0]
     if device_type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device=cuda but no CUDA GPU is visible; use --device=cpu or --device=auto")
+        raise ValueError(f"--device={device} but no CUDA GPU is visible; use --device=cpu or --device=auto")
+    if device_type == "cuda" and ":" in device and int(device[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"--device={device} but this machine has {torch.cuda.device_count()} GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device_type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device=mps but this machine has no Apple GPU; use --device=cpu or --device=auto")
+    if compile not in ("auto", True, False):
+        raise ValueError(f"--compile={compile!r}; use auto, True or False")
     why = []
     cc = torch.cuda.get_device_capability(device) if device_type == "cuda" else None
     if dtype == "auto":
@@ -107,56 +118,109 @@ def find_dataset(dataset):
     candidates = [dataset, os.path.join("data", dataset), os.path.join(REPO_DIR, "data", dataset)]
     for folder in candidates:
         if os.path.isfile(os.path.join(folder, "meta.json")):
-            return folder, read_json(os.path.join(folder, "meta.json"))
+            return folder, read_meta(os.path.join(folder, "meta.json"))
     raise FileNotFoundError(
         f"no prepared dataset {dataset!r} (looked for data/{dataset}/meta.json); "
         f"prepare it first: python prepare.py --dataset={dataset}"
     )
 
 
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+def read_json(path, fix=""):
+    """A JSON file; one that isn't JSON is a ValueError naming it (and saying fix, if given)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}){'; ' + fix if fix else ''}") from None
 
 
 def write_json(obj, path):
-    """Atomic: a crash mid-write leaves the previous file, never a truncated one."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(path + ".tmp", path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    write_atomic(path, write)
+
+
+def read_meta(path):
+    """meta.json, checked for what every script relies on: the tokenizer, vocab_size, and the bins' dtype."""
+    fix = f"restore {path} or prepare the data again (python prepare.py ...)"
+    meta = read_json(path, fix)
+    missing = [k for k in ("tokenizer", "vocab_size", "dtype") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(missing)}; {fix}")
+    if meta["dtype"] not in ("uint16", "uint32"):
+        raise ValueError(f"{path}: dtype {meta['dtype']!r} is not uint16 or uint32; {fix}")
+    vocab_size, largest = meta["vocab_size"], np.iinfo(meta["dtype"]).max + 1
+    if type(vocab_size) is not int or not 0 < vocab_size <= largest:
+        raise ValueError(f"{path}: vocab_size {vocab_size!r} is not a whole number from 1 to {largest:,} "
+                         f"({meta['dtype']}); {fix}")
+    for key in ("eot_token", "max_token_id"):  # max_token_id: the largest id prepare.py wrote to the bins
+        if key in meta and (type(meta[key]) is not int or not 0 <= meta[key] < vocab_size):
+            raise ValueError(f"{path}: {key} {meta[key]!r} is not a token id below vocab_size {vocab_size}: "
+                             f"meta.json and the data disagree; {fix}")
+    return meta
+
+
+SCAN_ALL_TOKENS = 2**25  # a token file up to this size has every id checked at start (~20 ms); larger ones sampled
+
+
+def open_tokens(path, meta, block_size):
+    """A token file (train.bin, val.bin) as a read-only memmap, after checks that cost next to nothing: it exists,
+    holds a whole number of tokens, at least one window of block_size + 1, and no id >= vocab_size (every id of a
+    file up to SCAN_ALL_TOKENS, else 64 evenly spaced stretches; BatchLoader checks every batch it draws)."""
+    fix = "prepare the data again (python prepare.py ...)"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing; {fix}")
+    dtype = np.dtype(meta["dtype"])
+    size = os.path.getsize(path)
+    if size % dtype.itemsize:
+        raise ValueError(f"{path} has {size:,} bytes, not a whole number of {dtype.name} tokens (meta.json's dtype): "
+                         f"it is truncated or from another dataset; {fix}")
+    if size // dtype.itemsize < block_size + 1:
+        raise ValueError(f"{path} holds {size // dtype.itemsize} tokens, fewer than block_size + 1 = {block_size + 1}; "
+                         "use a smaller --block_size or prepare more data")
+    data = np.memmap(path, dtype=dtype, mode="r")
+    step = max(1, len(data) // 64)
+    parts = [data] if len(data) <= SCAN_ALL_TOKENS else [data[i : i + 2**16] for i in range(0, len(data), step)]
+    check_token_ids(max(int(p.max()) for p in parts), meta["vocab_size"], path)
+    return data
+
+
+def check_token_ids(largest, vocab_size, path):
+    """An id >= vocab_size would index past the embedding table: an IndexError on a CPU, a device-side assert that
+    kills the process on a GPU."""
+    if largest >= vocab_size:
+        raise ValueError(f"{path} holds token id {largest}, but meta.json's vocab_size is {vocab_size}: the data and "
+                         "meta.json come from different tokenizers; prepare the data again (python prepare.py ...)")
 
 
 class BatchLoader:
     """Batches of random windows from a flat token file (a uint16/uint32 memmap written by prepare.py)."""
 
-    def __init__(self, path, dtype, batch_size, block_size, device="cpu", seed=0):
+    def __init__(self, path, meta, batch_size, block_size, device="cpu", seed=0):
         self.path = path
-        self.dtype = np.dtype(dtype)
+        self.meta = meta
         self.batch_size = batch_size
         self.block_size = block_size
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
-        self._open()
-        if len(self.data) < block_size + 1:
-            raise ValueError(
-                f"{path} holds {len(self.data)} tokens, fewer than block_size + 1 = {block_size + 1}; "
-                "use a smaller --block_size or prepare more data"
-            )
-
-    def _open(self):
-        self.data = np.memmap(self.path, dtype=self.dtype, mode="r")
+        self.data = open_tokens(path, meta, block_size)
         self.batches_since_open = 0
 
     def next_batch(self):
         # pages a memmap has read stay mapped and look like a leak that grows to the file's size (nanoGPT #287);
         # reopening every 1000 batches bounds that at no measurable cost (reopening on every batch does cost)
         if self.batches_since_open >= 1000:
-            self._open()
+            self.data = np.memmap(self.path, dtype=self.data.dtype, mode="r")
+            self.batches_since_open = 0
         self.batches_since_open += 1
         T = self.block_size
         ix = torch.randint(len(self.data) - T, (self.batch_size,), generator=self.generator).tolist()
-        x = torch.from_numpy(np.stack([self.data[i : i + T] for i in ix]).astype(np.int64))
-        y = torch.from_numpy(np.stack([self.data[i + 1 : i + 1 + T] for i in ix]).astype(np.int64))  # THE shift
+        windows = np.stack([self.data[i : i + T + 1] for i in ix])  # (B, T + 1)
+        check_token_ids(int(windows.max()), self.meta["vocab_size"], self.path)  # microseconds; a GPU assert is worse
+        windows = torch.from_numpy(windows.astype(np.int64))
+        x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # THE shift: y[t] is the token after x[t]
         if str(self.device).startswith("cuda"):
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         return x.to(self.device), y.to(self.device)
@@ -245,30 +309,90 @@ class RunLog:
             self.wandb.log(metrics, step=it)
 
 
+def write_atomic(path, write):
+    """write(tmp) fills a temporary file, then a rename puts it at path: a crash, a full disk or a missing permission
+    leaves the previous file as it was, never a truncated one. A failure is an OSError saying so."""
+    tmp = path + ".tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write (disk full) as a RuntimeError
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        kept = "the previous one is intact" if os.path.exists(path) else "there was none before"
+        raise OSError(f"could not write {path} ({_first_line(e)}); {kept}: free disk space or fix permissions, "
+                      "then resume with --init_from=resume") from None
+
+
+def _first_line(e):
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return lines[0][:200]
+
+
 def copy_atomic(src, dst):
-    shutil.copyfile(src, dst + ".tmp")
-    os.replace(dst + ".tmp", dst)
+    write_atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def save_checkpoint(checkpoint, path):
-    """Write to a temporary name, then rename: an interrupted save never replaces a good checkpoint."""
-    torch.save(checkpoint, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
-def load_checkpoint(path, device="cpu"):
-    """Open a checkpoint without running pickled code (weights_only) and strip compile/DDP key prefixes."""
+CHECKPOINT_KEYS = ("model_type", "model_args", "model", "iter_num", "config")  # what sampling needs
+RESUME_KEYS = CHECKPOINT_KEYS + ("optimizer", "scaler", "best_val_loss", "train_loader", "rng", "meta")
+
+
+def load_checkpoint(path, device="cpu", keys=CHECKPOINT_KEYS):
+    """Open a checkpoint without running pickled code (weights_only) and strip compile/DDP key prefixes. A file
+    that can't be read (truncated by a killed copy, not a checkpoint) or lacks keys is a ValueError naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}; train first (python train.py --out_dir=...)")
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for a damaged file
+        raise ValueError(f"{path} is damaged or not a checkpoint ({_first_line(e)})") from None
+    missing = [k for k in keys if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is incomplete or not a checkpoint of this project (no {', '.join(missing)})")
     checkpoint["model"] = {_strip_prefixes(k): v for k, v in checkpoint["model"].items()}
     return checkpoint
+
+
+def load_resume_checkpoint(out_dir, device="cpu"):
+    """For --init_from=resume: ckpt.pt, or, when it can't be loaded, the newest ckpt_<iter>.pt that can, then
+    best.pt. Says which and why in one line. A damaged file stays where it is: the next save replaces ckpt.pt
+    atomically, so it is overwritten only by a good checkpoint."""
+    numbered = [f for f in os.listdir(out_dir) if re.fullmatch(r"ckpt_\d+\.pt", f)] if os.path.isdir(out_dir) else []
+    names = ["ckpt.pt", *sorted(numbered, key=lambda f: int(f[5:-3]), reverse=True), "best.pt"]
+    problems = []
+    for path in [os.path.join(out_dir, name) for name in names]:
+        if not os.path.exists(path):
+            continue
+        try:
+            checkpoint = load_checkpoint(path, device, RESUME_KEYS)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            print(f"warning: {'; '.join(problems)}: resuming from {path} instead")
+        return checkpoint, path
+    if problems:
+        raise ValueError(f"no checkpoint in {out_dir} can be resumed: {'; '.join(problems)}")
+    raise FileNotFoundError(f"no checkpoint to resume in {out_dir}: train from scratch first (--init_from=scratch)")
 
 
 def _strip_prefixes(key):
     while key.startswith(("_orig_mod.", "module.")):  # torch.compile and DDP wrappers, in either order
         key = key.split(".", 1)[1]
     return key
+
+
+def load_state(model, state, path):
+    """Load a state dict into model; one that doesn't fit (a checkpoint from elsewhere) is a one-line ValueError."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        raise ValueError(f"{path} does not match its model_args ({lines[min(1, len(lines) - 1)].strip()})") from None
 
 
 def load_model(out_dir, checkpoint="latest", device="cpu"):
@@ -278,19 +402,32 @@ def load_model(out_dir, checkpoint="latest", device="cpu"):
 
     name = {"latest": "ckpt.pt", "best": "best.pt"}.get(checkpoint)
     path = os.path.join(out_dir, name) if name else checkpoint
-    ckpt = load_checkpoint(path, device)
+    try:
+        ckpt = load_checkpoint(path, device)
+    except ValueError as e:
+        raise ValueError(f"{e}; try --checkpoint=best or --checkpoint={os.path.join(out_dir, 'ckpt_<iter>.pt')}")
     ckpt["path"] = path
-    meta = read_json(os.path.join(out_dir, "meta.json"))
-    if ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
+    meta = read_meta(os.path.join(out_dir, "meta.json"))
+    if ckpt["model_args"].get("vocab_size") != meta["vocab_size"]:
         raise ValueError(
-            f"{path} was trained with vocab_size {ckpt['model_args']['vocab_size']} but {out_dir}/meta.json's "
+            f"{path} was trained with vocab_size {ckpt['model_args'].get('vocab_size')} but {out_dir}/meta.json's "
             f"tokenizer {meta['tokenizer']!r} has {meta['vocab_size']}; the checkpoint and meta.json come from "
             "different runs"
         )
     model = create_model(ckpt["model_type"], ckpt["model_args"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise ValueError(f"{path} does not match its model_args ({lines[min(1, len(lines) - 1)].strip()})")
+    load_state(model, ckpt["model"], path)
     return model.eval().to(device), ckpt, meta
+
+
+def split_batch(tokens, world_size, batch_size, block_size):
+    """How each of world_size processes takes its share of an optimizer step of `tokens` tokens: (micro-steps,
+    sequences per micro-step), at most batch_size sequences per micro-step. The exact share when one exists, else
+    the nearest count of tokens; among equals, the fewest micro-steps."""
+    share = tokens / (world_size * block_size)  # sequences per process per step
+    fewest = max(1, math.ceil(share / batch_size))
+    candidates = []
+    for micro_steps in range(fewest, 2 * fewest + 1):
+        sequences = min(batch_size, max(1, round(share / micro_steps)))
+        candidates.append((abs(micro_steps * sequences - share), micro_steps, sequences))
+    _, micro_steps, sequences = min(candidates)
+    return micro_steps, sequences

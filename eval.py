@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import common
-from configurator import configure, report_errors_in_one_line
+from configurator import check_values, configure, report_errors_in_one_line
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -74,15 +74,14 @@ def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, b
             "tokens": total_tokens, "bytes": int(total_bytes)}
 
 
-def token_file(name, out_dir, meta):
-    """'val'/'train' in the run's dataset folder, or a path to a .bin file."""
+def token_file(name, ckpt, meta):
+    """'val'/'train' in the run's dataset folder, or a path to a .bin file, checked (common.open_tokens)."""
     if name in ("val", "train"):
-        dataset = common.read_json(os.path.join(out_dir, "config.json"))["dataset"]
-        folder, _ = common.find_dataset(dataset)
+        folder, _ = common.find_dataset(ckpt["config"]["dataset"])
         name = os.path.join(folder, f"{name}.bin")
-    if not os.path.isfile(name):
+    elif not os.path.isfile(name):
         raise FileNotFoundError(f"no eval set {name!r}; use val, train or a path to a .bin token file")
-    return np.memmap(name, dtype=np.dtype(meta["dtype"]), mode="r")
+    return common.open_tokens(name, meta, ckpt["config"]["block_size"])
 
 
 def plot_loss_curves(out_dirs, path):
@@ -117,7 +116,7 @@ def compare_runs(out_dirs):
         model, ckpt, meta = common.load_model(run, checkpoint, device)
         enc = get_tokenizer(meta["tokenizer"], run)
         cfg = ckpt["config"]
-        r = evaluate(model, token_file("val", run, meta), enc.byte_lengths(), batch_size, eval_batches, ctx,
+        r = evaluate(model, token_file("val", ckpt, meta), enc.byte_lengths(), batch_size, eval_batches, ctx,
                      cfg["block_size"])
         x = torch.tensor([enc.encode(start)], dtype=torch.long, device=device)
         g = torch.Generator(device=device).manual_seed(seed)
@@ -143,7 +142,7 @@ def compare_runs(out_dirs):
 
 if __name__ == "__main__":
     report_errors_in_one_line()
-    configure(globals())
+    check_values(configure(globals()), positive=("batch_size",), non_negative=("eval_batches", "max_new_tokens"))
     device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
     ctx = common.autocast(device_type, dtype)
     if compare:
@@ -154,6 +153,6 @@ if __name__ == "__main__":
     print(f"{ckpt['path']}: {ckpt['model_type']}, iteration {ckpt['iter_num']}")
     print(f"{'eval set':<40} {'loss':>8} {'perplexity':>11} {'bits/byte':>10} {'tokens':>12}")
     for name in eval_sets.split(","):
-        r = evaluate(model, token_file(name, out_dir, meta), byte_lengths, batch_size, eval_batches, ctx,
+        r = evaluate(model, token_file(name, ckpt, meta), byte_lengths, batch_size, eval_batches, ctx,
                      ckpt["config"]["block_size"])
         print(f"{name:<40} {r['loss']:>8.4f} {r['perplexity']:>11.3f} {r['bits_per_byte']:>10.4f} {r['tokens']:>12,}")

@@ -351,8 +351,10 @@ def ordered_map(pool, fn, tasks, window):
 
 
 def tokenize(stream, pool, window, spec, staging, enc, dtype, total):
-    """Tokenize the stream into staging/train.bin and val.bin; returns the token and document counts."""
+    """Tokenize the stream into staging/train.bin and val.bin; returns the token and document counts and the largest
+    token id (train.py checks it against vocab_size without reading the bins)."""
     counts = {f"{split}_{what}": 0 for split in ("train", "val") for what in ("tokens", "documents")}
+    counts["max_token_id"] = 0
     t0 = time.time()
     bar = tqdm(total=total, unit=" docs", desc="tokenizing", dynamic_ncols=True)
     train, val = open(os.path.join(staging, "train.bin"), "wb"), open(os.path.join(staging, "val.bin"), "wb")
@@ -361,9 +363,11 @@ def tokenize(stream, pool, window, spec, staging, enc, dtype, total):
         tasks = ((spec, staging, chunk) for chunk in chunks(stream))
         for runs in ordered_map(pool, encode_chunk, tasks, window):
             for split, ids, docs in runs:
+                largest = int(ids.max()) if len(ids) else 0
                 # the model's embedding has vocab_size rows: a larger id would break training or sampling later
-                if len(ids) and int(ids.max()) >= enc.vocab_size:
-                    raise ValueError(f"token id {ids.max()} >= the tokenizer's vocab_size {enc.vocab_size}")
+                if largest >= enc.vocab_size:
+                    raise ValueError(f"token id {largest} >= the tokenizer's vocab_size {enc.vocab_size}")
+                counts["max_token_id"] = max(counts["max_token_id"], largest)
                 ids.astype(dtype).tofile(files[split])
                 counts[f"{split}_tokens"] += len(ids)
                 counts[f"{split}_documents"] += docs

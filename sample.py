@@ -16,7 +16,7 @@ import time
 import torch
 
 import common
-from configurator import configure, report_errors_in_one_line
+from configurator import check_values, configure, report_errors_in_one_line
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -35,7 +35,10 @@ device = "auto"
 dtype = "auto"
 # -----------------------------------------------------------------------------
 report_errors_in_one_line()
-configure(globals())
+config = configure(globals())
+check_values(config, positive=("num_samples",), non_negative=("max_new_tokens", "temperature", "top_k"))
+if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+    raise ValueError(f"--top_p={top_p!r} must be above 0 and at most 1")
 
 device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
 model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
@@ -69,8 +72,11 @@ def sample(text):
 
 
 if start.startswith("FILE:"):
-    with open(start[5:], encoding="utf-8") as f:
-        start = f.read()
+    try:
+        with open(start[5:], encoding="utf-8") as f:
+            start = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--start=FILE:{start[5:]}: can't read the prompt ({e})") from None
 if not interactive:
     sample(start)
 else:

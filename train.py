@@ -14,6 +14,7 @@ config.json, meta.json (how to decode), log.csv. Ctrl-C, SIGTERM and max_minutes
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -28,8 +29,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
-from configurator import config_keys, configure, report_errors_in_one_line
-from model import create_model, pick_model_args
+from configurator import check_values, config_keys, configure, report_errors_in_one_line
+from model import create_model, model_config, pick_model_args
 
 # -----------------------------------------------------------------------------
 # config defaults
@@ -52,9 +53,11 @@ wandb_project = "small-lm"
 wandb_run_name = ""  # default: the out_dir name
 # data
 dataset = "synthetic_stories"  # a folder under data/, or a path to one, holding train.bin, val.bin, meta.json
-batch_size = 32  # sequences per micro-step, per process
+batch_size = 32  # sequences per micro-step and process (fewer where several processes share a small step)
 block_size = 256
-gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all processes
+gradient_accumulation_steps = 1  # micro-steps per optimizer step, as on one process
+total_batch_size = 0  # tokens per optimizer step, all processes together; 0: gradient_accumulation_steps *
+# batch_size * block_size. The step is the same on 1 process or K: each derives its share of micro-steps from it
 # model: the fields of model.GPTConfig / BDHConfig of the same name (vocab_size comes from the data)
 model = "gpt"  # 'gpt' or 'bdh'
 n_layer = 6
@@ -91,6 +94,14 @@ seed = 1337
 report_errors_in_one_line()
 defaults = {k: globals()[k] for k in config_keys(globals())}
 config = configure(globals())
+check_values(config, positive=("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval",
+                               "eval_iters", "log_interval", "max_skipped_steps"),
+             non_negative=("total_batch_size", "max_iters", "learning_rate", "min_lr", "warmup_iters",
+                           "lr_decay_iters", "weight_decay", "grad_clip", "keep_checkpoints", "checkpoint_minutes",
+                           "max_minutes", "early_stopping_patience", "peak_flops"),
+             fractions=("beta1", "beta2"))
+if init_from not in ("scratch", "resume"):
+    raise ValueError(f"--init_from={init_from!r}; use 'scratch' or 'resume'")
 # model fields that may change on resume: they change how the model trains, not what it is
 RESUMABLE = ("dropout", "gradient_checkpointing")
 # -----------------------------------------------------------------------------
@@ -103,48 +114,62 @@ world_size = int(os.environ.get("WORLD_SIZE", 1))
 master_process = rank == 0  # logs and writes files; the others only compute
 if not master_process:
     sys.stdout = open(os.devnull, "w")
+
+# the batch: tokens per optimizer step are the same for any number of processes; each takes its share in micro-steps
+# (nanochat's total_batch_size), with a smaller micro-batch where batch_size would overshoot
+tokens_wanted = total_batch_size or gradient_accumulation_steps * batch_size * block_size
+micro_steps, micro_batch = common.split_batch(tokens_wanted, world_size, batch_size, block_size)
+tokens_per_iter = micro_steps * world_size * micro_batch * block_size
+if tokens_per_iter != tokens_wanted:
+    nearest = f"{tokens_per_iter:,} tokens per step is the nearest to {tokens_wanted:,} that {world_size} processes " \
+              f"can split into {block_size}-token sequences, at most {batch_size} per micro-step"
+    if total_batch_size:
+        raise ValueError(f"--total_batch_size={total_batch_size} can't be met: use --total_batch_size="
+                         f"{tokens_per_iter} ({nearest})")
+    print(f"note: {nearest}")
+print(f"tokens per iteration: {tokens_per_iter:,} = {micro_steps} micro-steps x {world_size} processes x "
+      f"{micro_batch} sequences x {block_size} tokens")
+
 device, device_type, dtype, compile = common.resolve_device(device, dtype, compile)
 if ddp:
     if device_type == "cuda":
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=10))
-    if gradient_accumulation_steps % world_size:
-        raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the "
-                         f"number of processes ({world_size})")
-    gradient_accumulation_steps //= world_size  # each process does its share of the micro-steps
 ctx = common.autocast(device_type, dtype)
 torch.manual_seed(seed + rank)  # dropout differs per process
 random.seed(seed + rank)
 np.random.seed(seed + rank)
 lr_decay_iters = lr_decay_iters or max_iters
-tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
-print(f"tokens per iteration: {tokens_per_iter:,} = {gradient_accumulation_steps} micro-steps x {world_size} "
-      f"processes x {batch_size} sequences x {block_size} tokens")
 
-# data: every process draws its own stream of random windows
+# data: meta.json and both splits checked before any work; every process draws its own stream of random windows
 data_dir, meta = common.find_dataset(dataset)
 train_path = os.path.join(data_dir, "train.bin")
-train_loader = common.BatchLoader(train_path, meta["dtype"], batch_size, block_size, device, seed + rank)
+train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, seed + rank)
+common.open_tokens(os.path.join(data_dir, "val.bin"), meta, block_size)
 
 # model: its fields come from the config keys of the same name, vocab_size from the data
 model_args = {**pick_model_args(model, config), "vocab_size": meta["vocab_size"]}
+model_config(model, model_args)  # a shape that can't be built stops here, in one line naming the key
 iter_num = 0
 best_val_loss = float("inf")
 checkpoint = None
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 if init_from == "resume":
     # the architecture comes from the checkpoint; a setting the user asks to change must agree with it
-    checkpoint = common.load_checkpoint(ckpt_path, device)
+    checkpoint, resume_path = common.load_resume_checkpoint(out_dir, device)
+    if checkpoint["meta"]["tokenizer"] != meta["tokenizer"]:
+        raise ValueError(f"{resume_path} was trained on tokenizer {checkpoint['meta']['tokenizer']!r}, dataset "
+                         f"{dataset!r} has {meta['tokenizer']!r}; resume with the run's own dataset")
     if model != defaults["model"] and model != checkpoint["model_type"]:
-        raise ValueError(f"{ckpt_path} holds a {checkpoint['model_type']} model, not {model}")
+        raise ValueError(f"{resume_path} holds a {checkpoint['model_type']} model, not {model}")
     model = checkpoint["model_type"]
     for k, v in checkpoint["model_args"].items():
         if k == "vocab_size" and v != model_args[k]:
-            raise ValueError(f"{ckpt_path} has vocab_size {v} but dataset {dataset!r} has {model_args[k]}")
+            raise ValueError(f"{resume_path} has vocab_size {v} but dataset {dataset!r} has {model_args[k]}")
         user_set = k in config and config[k] != defaults[k]
         if user_set and k not in RESUMABLE and model_args[k] != v:
-            raise ValueError(f"{ckpt_path} was trained with {k}={v!r}, this run asks for {k}={model_args[k]!r}; "
+            raise ValueError(f"{resume_path} was trained with {k}={v!r}, this run asks for {k}={model_args[k]!r}; "
                              "the architecture can't change on resume: drop the override or use a new --out_dir")
     model_args = {**checkpoint["model_args"], **{k: model_args[k] for k in RESUMABLE if k in model_args}}
     for k, v in checkpoint["config"].items():  # training settings may change on resume: say which did
@@ -152,13 +177,12 @@ if init_from == "resume":
             print(f"resume: {k} changed from {v!r} to {config[k]!r}")
     iter_num = checkpoint["iter_num"]
     best_val_loss = checkpoint["best_val_loss"]
-    print(f"resuming from {ckpt_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
-elif init_from == "scratch":
-    if os.path.exists(ckpt_path):
-        raise ValueError(f"{ckpt_path} exists; continue it with --init_from=resume, or train from scratch into "
-                         "another --out_dir (nothing was overwritten)")
-else:
-    raise ValueError(f"--init_from={init_from!r}; use 'scratch' or 'resume'")
+    print(f"resuming from {resume_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
+elif os.path.isdir(out_dir):
+    saved = sorted(f for f in os.listdir(out_dir) if f == "best.pt" or re.fullmatch(r"ckpt(_\d+)?\.pt", f))
+    if saved:
+        raise ValueError(f"{out_dir} holds {', '.join(saved)}; continue with --init_from=resume, or train from scratch "
+                         "into another --out_dir (nothing was overwritten)")
 
 raw_model = create_model(model, model_args).to(device)  # unwrapped and uncompiled: this one is saved and sampled
 print(f"{model}: {raw_model.num_params() / 1e6:.2f}M parameters "
@@ -166,7 +190,7 @@ print(f"{model}: {raw_model.num_params() / 1e6:.2f}M parameters "
 optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 gradients need loss scaling
 if checkpoint is not None:
-    raw_model.load_state_dict(checkpoint["model"])
+    common.load_state(raw_model, checkpoint["model"], resume_path)
     optimizer.load_state_dict(checkpoint["optimizer"])
     scaler.load_state_dict(checkpoint["scaler"])
     if len(checkpoint["train_loader"]) == world_size:  # one data stream and RNG state per process
@@ -176,7 +200,7 @@ if checkpoint is not None:
         print(f"warning: the checkpoint has {len(checkpoint['train_loader'])} data streams, this run {world_size}: "
               "data order and dropout continue from new seeds")
         new_seed = seed + rank + 1000 * iter_num
-        train_loader = common.BatchLoader(train_path, meta["dtype"], batch_size, block_size, device, new_seed)
+        train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, new_seed)
     checkpoint = None  # free the memory
 train_model = raw_model
 if compile:
@@ -208,7 +232,7 @@ def estimate_loss():
     train_model.eval()
     for split in ("train", "val"):
         path = os.path.join(data_dir, f"{split}.bin")
-        loader = common.BatchLoader(path, meta["dtype"], batch_size, block_size, device, seed=1234)
+        loader = common.BatchLoader(path, meta, micro_batch, block_size, device, seed=1234)
         total = torch.zeros((), device=device)
         for k in range(eval_iters):
             x, y = loader.next_batch()
@@ -234,11 +258,11 @@ def get_lr(it):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-def save(name):
-    """Save a checkpoint, unless this iteration's is saved already. Every process takes part: their data streams
-    and RNG states are gathered. The master writes."""
+def save(name, again=False):
+    """Save a checkpoint; ckpt.pt only once per iteration unless again (best_val_loss changed since). Every process
+    takes part: their data streams and RNG states are gathered. The master writes."""
     global last_save_iter, last_save_time
-    if name == "ckpt.pt" and iter_num == last_save_iter:
+    if name == "ckpt.pt" and iter_num == last_save_iter and not again:
         return
     states = [(train_loader.state_dict(), common.get_rng_state())]
     if ddp:
@@ -257,6 +281,7 @@ def save(name):
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "iter_num": iter_num,
+        "tokens_per_iter": tokens_per_iter,
         "best_val_loss": best_val_loss,
         "config": config,
         "meta": meta,
@@ -285,7 +310,7 @@ def evaluate():
     evals_without_improvement = 0
     if iter_num > start_iter:
         save("best.pt")
-        save("ckpt.pt")
+        save("ckpt.pt", again=True)  # written before the eval, with the old best_val_loss
 
 
 def agree(*flags):
@@ -397,23 +422,23 @@ while True:
     if stop:
         break
 
-    # one optimizer step: gradient_accumulation_steps micro-steps, then clip and update
+    # one optimizer step: micro_steps micro-steps, then clip and update
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group["lr"] = lr
     try:
-        for micro_step in range(gradient_accumulation_steps):
+        for micro_step in range(micro_steps):
             x, y = train_loader.next_batch()
             # in DDP, gradients are averaged across processes on the last micro-step only (forward included)
-            sync = not ddp or micro_step == gradient_accumulation_steps - 1
+            sync = not ddp or micro_step == micro_steps - 1
             with nullcontext() if sync else train_model.no_sync():
                 with ctx:
                     _, loss = train_model(x, y)
-                loss = loss / gradient_accumulation_steps  # the sum over micro-steps is the mean over the batch
+                loss = loss / micro_steps  # the sum over micro-steps is the mean over the batch
                 scaler.scale(loss).backward()
             loss_sum += loss.detach()
     except torch.cuda.OutOfMemoryError:
-        raise MemoryError(f"CUDA out of memory at batch_size={batch_size}, block_size={block_size}: try a smaller "
+        raise MemoryError(f"CUDA out of memory at batch_size={micro_batch}, block_size={block_size}: try a smaller "
                           "--batch_size with a larger --gradient_accumulation_steps (same tokens per step), a smaller "
                           "--block_size, or --gradient_checkpointing=True") from None
     scaler.unscale_(optimizer)  # clip and measure the true gradients, not the loss-scaled ones

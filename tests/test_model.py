@@ -31,6 +31,7 @@ VARIANTS = {
     "bdh_factorized": ("bdh", {"embedding_rank": 16}),
 }
 
+META = {"dtype": "uint16", "vocab_size": 2**16}  # what BatchLoader reads from meta.json
 
 def tiny(variant="gpt", vocab_size=64, **kw):
     model_type, extra = VARIANTS[variant]
@@ -43,7 +44,7 @@ def train_on(model, tokens, tmp_path, steps, lr=1e-2, batch_size=16, copy_bug=Fa
     """Train through the real batch loader on a token file; returns the mean loss of the last 20 steps."""
     path = str(tmp_path / "train.bin")
     np.asarray(tokens, dtype=np.uint16).tofile(path)
-    loader = common.BatchLoader(path, "uint16", batch_size, TINY["block_size"], seed=0)
+    loader = common.BatchLoader(path, META, batch_size, TINY["block_size"], seed=0)
     opt = model.configure_optimizers(0.0, lr, (0.9, 0.95), "cpu")
     losses = []
     for _ in range(steps):
@@ -101,7 +102,7 @@ def test_learns_a_deterministic_next_token_rule(tmp_path, variant):
 def test_batch_loader_targets_are_inputs_shifted_by_one(tmp_path):
     path = str(tmp_path / "t.bin")
     np.arange(1000, dtype=np.uint16).tofile(path)
-    x, y = common.BatchLoader(path, "uint16", 4, 8, seed=0).next_batch()
+    x, y = common.BatchLoader(path, META, 4, 8, seed=0).next_batch()
     assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
 
 
@@ -291,7 +292,8 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, variant):
     model = tiny(variant)
     path = str(tmp_path / "ckpt.pt")
     model_type = VARIANTS[variant][0]
-    ckpt = {"model_type": model_type, "model_args": vars(model.config), "model": model.state_dict()}
+    ckpt = {"model_type": model_type, "model_args": vars(model.config), "model": model.state_dict(), "iter_num": 0,
+            "config": {}}
     common.save_checkpoint(ckpt, path)
     ckpt = common.load_checkpoint(path)
     clone = create_model(ckpt["model_type"], ckpt["model_args"])

@@ -120,6 +120,8 @@ def test_gpt2_ids_are_tiktokens_and_decode_to_the_documents(tmp_path, gpt2, stor
         assert gpt2.decode(ids.tolist()) == "".join(d + EOT for d in split_docs)
         assert meta[f"{split}_tokens"] == len(ids) and meta[f"{split}_documents"] == len(split_docs)
     assert meta["val_documents"] == 20  # 5% of 400, spread through the corpus
+    largest = max(int(tokens(tmp_path / "out", split, meta).max()) for split in ("train", "val"))
+    assert meta["max_token_id"] == largest == gpt2.eot_token  # the end-of-text id is GPT-2's largest
 
 
 def test_default_is_tinystories_from_the_hub_with_gpt2(tmp_path, monkeypatch, gpt2, raw_stories):

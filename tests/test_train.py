@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import common
-from tests.helpers import REPO, TINY_MODEL, read_log, run_script
+from tests.helpers import REPO, TINY_MODEL, assert_one_line_error, read_log, run_script
 
 
 def train_args(data, out, *extra):
@@ -64,7 +64,7 @@ def test_checkpoint_interrupted_mid_write_leaves_the_previous_one(tmp_path, monk
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         common.save_checkpoint({"iter_num": 2, "model": {"w": torch.zeros(3)}}, path)
-    assert common.load_checkpoint(path)["iter_num"] == 1  # the loader train.py and sample.py use
+    assert common.load_checkpoint(path, keys=["iter_num"])["iter_num"] == 1  # the loader train.py and sample.py use
 
 
 def test_scratch_run_never_overwrites_a_checkpoint(tiny_dataset, tmp_path):
@@ -108,16 +108,45 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] >= 10
 
 
-def test_two_process_ddp_on_cpu_trains_evaluates_and_checkpoints(tiny_dataset, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
-           *train_args(tiny_dataset, tmp_path, "--max_iters=6", "--eval_interval=3", "--log_interval=1",
-                       "--gradient_accumulation_steps=2")]
+@pytest.mark.parametrize("world_size", range(1, 9))
+def test_any_process_count_shares_the_default_step(world_size):
+    # train.py's defaults: 1 micro-step of 32 sequences of 256 tokens = 8192 tokens per step
+    micro_steps, sequences = common.split_batch(8192, world_size, 32, 256)
+    tokens = micro_steps * world_size * sequences * 256
+    assert 1 <= sequences <= 32 and micro_steps == 1
+    assert abs(tokens - 8192) <= world_size * 256 / 2  # the nearest whole number of sequences per process
+    assert tokens == 8192 or 8192 % (world_size * 256)  # exact wherever the step divides evenly
+
+
+@pytest.mark.parametrize("tokens, world_size, batch_size, block_size, expected", [
+    (40 * 12 * 1024, 8, 12, 1024, (5, 12)),  # nanoGPT's GPT-2 run: 40 micro-steps of 12 on one GPU, 5 each on 8
+    (40 * 12 * 1024, 1, 12, 1024, (40, 12)),
+    (524288, 8, 16, 2048, (2, 16)),  # nanochat's total_batch_size
+    (48 * 256, 1, 32, 256, (2, 24)),  # a smaller micro-batch rather than an overshoot
+    (37 * 256, 1, 32, 256, (2, 18)),  # 37 sequences can't be split in at most 32: the nearest, 36
+])
+def test_split_batch(tokens, world_size, batch_size, block_size, expected):
+    assert common.split_batch(tokens, world_size, batch_size, block_size) == expected
+
+
+def test_an_impossible_total_batch_size_says_what_would_work(tiny_dataset, tmp_path):
+    proc = run_script("train.py", *train_args(tiny_dataset, tmp_path / "run", "--total_batch_size=100"), check=False)
+    assert_one_line_error(proc, "--total_batch_size=100 can't be met: use --total_batch_size=96")
+    assert not os.path.exists(tmp_path / "run")  # stopped before it wrote anything
+
+
+def test_three_process_ddp_with_the_default_step_trains_evaluates_and_checkpoints(tiny_dataset, tmp_path):
+    # the default step (1 micro-step x 4 sequences x 32 tokens = 128 tokens) can't be split evenly 3 ways: each
+    # process takes the nearest share, 1 sequence, and says so
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3", "train.py",
+           *train_args(tiny_dataset, tmp_path, "--max_iters=6", "--eval_interval=3", "--log_interval=1")]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)  # a hang fails, not blocks
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "1 micro-steps x 2 processes" in proc.stdout  # accumulation divided by the world size
+    assert "tokens per iteration: 96 = 1 micro-steps x 3 processes x 1 sequences x 32 tokens" in proc.stdout
+    assert "nearest to 128" in proc.stdout
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    assert ckpt["iter_num"] == 6 and len(ckpt["train_loader"]) == 2
-    a, b = (s["generator"] for s in ckpt["train_loader"])
+    assert ckpt["iter_num"] == 6 and len(ckpt["train_loader"]) == 3 and ckpt["tokens_per_iter"] == 96
+    a, b = (s["generator"] for s in ckpt["train_loader"][:2])
     assert not torch.equal(a, b)  # every process draws its own data stream
     assert proc.stdout.count("eval 6:") == 1  # rank 0 alone logs
     rows = read_log(tmp_path)
