@@ -130,6 +130,8 @@ def read_json(path, fix=""):
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing{'; ' + fix if fix else ''}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}){'; ' + fix if fix else ''}") from None
 
@@ -144,7 +146,7 @@ def write_json(obj, path):
 
 def read_meta(path):
     """meta.json, checked for what every script relies on: the tokenizer, vocab_size, and the bins' dtype."""
-    fix = f"restore {path} or prepare the data again (python prepare.py ...)"
+    fix = "restore it (a run's meta.json is a copy of its dataset's) or prepare the data again (python prepare.py ...)"
     meta = read_json(path, fix)
     missing = [k for k in ("tokenizer", "vocab_size", "dtype") if not isinstance(meta, dict) or k not in meta]
     if missing:
@@ -163,6 +165,7 @@ def read_meta(path):
 
 
 SCAN_ALL_TOKENS = 2**25  # a token file up to this size has every id checked at start (~20 ms); larger ones sampled
+SAMPLE_TOKENS = 2**16  # ... in 64 evenly spaced stretches of this many tokens
 
 
 def open_tokens(path, meta, block_size):
@@ -182,7 +185,7 @@ def open_tokens(path, meta, block_size):
                          "use a smaller --block_size or prepare more data")
     data = np.memmap(path, dtype=dtype, mode="r")
     step = max(1, len(data) // 64)
-    parts = [data] if len(data) <= SCAN_ALL_TOKENS else [data[i : i + 2**16] for i in range(0, len(data), step)]
+    parts = [data] if len(data) <= SCAN_ALL_TOKENS else [data[i : i + SAMPLE_TOKENS] for i in range(0, len(data), step)]
     check_token_ids(max(int(p.max()) for p in parts), meta["vocab_size"], path)
     return data
 
@@ -320,13 +323,15 @@ def write_atomic(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         kept = "the previous one is intact" if os.path.exists(path) else "there was none before"
-        raise OSError(f"could not write {path} ({_first_line(e)}); {kept}: free disk space or fix permissions, "
-                      "then resume with --init_from=resume") from None
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20
+        raise OSError(f"could not write {path} ({_first_line(e)}; {free:,.0f} MB free on its disk); {kept}: free disk "
+                      "space or fix permissions, then resume with --init_from=resume") from None
 
 
 def _first_line(e):
-    lines = str(e).strip().splitlines() or [type(e).__name__]
-    return lines[0][:200]
+    """The gist of an exception's message: its first sentence, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m|^\[enforce fail at [^\]]*\][ .]*", "", str(e)).strip() or type(e).__name__
+    return text.splitlines()[0].split(". ")[0][:200]
 
 
 def copy_atomic(src, dst):
@@ -404,8 +409,12 @@ def load_model(out_dir, checkpoint="latest", device="cpu"):
     path = os.path.join(out_dir, name) if name else checkpoint
     try:
         ckpt = load_checkpoint(path, device)
-    except ValueError as e:
-        raise ValueError(f"{e}; try --checkpoint=best or --checkpoint={os.path.join(out_dir, 'ckpt_<iter>.pt')}")
+    except ValueError as e:  # name the run's other checkpoints
+        others = [f for f in sorted(os.listdir(out_dir)) if re.fullmatch(r"(best|ckpt(_\d+)?)\.pt", f)
+                  and os.path.join(out_dir, f) != path] if os.path.isdir(out_dir) else []
+        names = {"best.pt": "best", "ckpt.pt": "latest"}
+        hint = " or ".join(f"--checkpoint={names.get(f, os.path.join(out_dir, f))}" for f in others)
+        raise ValueError(f"{e}; {'try ' + hint if hint else 'this run has no other checkpoint'}") from None
     ckpt["path"] = path
     meta = read_meta(os.path.join(out_dir, "meta.json"))
     if ckpt["model_args"].get("vocab_size") != meta["vocab_size"]:

@@ -55,6 +55,9 @@ def _closest(key, keys):
     return f"; did you mean {', '.join(near)}?" if near else "; run with --help to list the valid keys"
 
 
+TYPE_NAMES = {bool: "True or False", int: "a whole number", float: "a number", str: "text", type(None): "None"}
+
+
 def _check_type(key, value, default):
     if default is None or default == "auto" or value is None:
         return value
@@ -70,8 +73,8 @@ def _check_type(key, value, default):
     elif isinstance(value, type(default)):
         return value
     raise ValueError(
-        f"--{key}={value!r} has type {type(value).__name__}, but {key} takes a {type(default).__name__} "
-        f"(default {default!r})"
+        f"--{key}={value!r} is {TYPE_NAMES.get(type(value), 'a ' + type(value).__name__)}, but {key} takes "
+        f"{TYPE_NAMES[type(default)]} (default {default!r})"
     )
 
 
@@ -135,7 +138,11 @@ def _apply_file(namespace, keys, path):
         raise OSError(f"cannot read config file {path!r} ({e.strerror}); config files live in config/")
     print(f"config file: {path}")
     scope = {k: namespace[k] for k in keys}  # a file may refer to earlier values, e.g. batch_size * 2
-    exec(compile(source, path, "exec"), {}, scope)
+    try:
+        exec(compile(source, path, "exec"), {}, scope)
+    except Exception as e:  # a config file is Python: a typo there is the user's to fix, in one line
+        line = f" line {e.lineno}" if isinstance(e, SyntaxError) else ""
+        raise ValueError(f"config file {path}{line}: {type(e).__name__}: {getattr(e, 'msg', e)}") from None
     for key, value in scope.items():
         if key.startswith("_") or _is_helper(value):
             continue

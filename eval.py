@@ -125,7 +125,8 @@ def compare_runs(out_dirs):
             y = model.generate(x, max_new_tokens, temperature=0.8, top_k=200, generator=g)[0, x.size(1):].tolist()
         gen_speed = max_new_tokens / (time.perf_counter() - t0)
         samples.append((run, start + enc.decode(y[: y.index(enc.eot_token)] if enc.eot_token in y else y)))
-        tokens = ckpt["iter_num"] * cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+        step = ckpt.get("tokens_per_iter") or cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+        tokens = ckpt["iter_num"] * step  # checkpoints before total_batch_size have no tokens_per_iter
         rows.append({"run": run, "model": ckpt["model_type"], "params": model.num_params(),
                      "non_embedding": model.num_params(non_embedding=True), "trained_tokens": tokens, **r,
                      "gen_tokens_per_sec": gen_speed})

@@ -201,9 +201,11 @@ class GPTConfig:
         check_fields(self, positive=("block_size", "vocab_size", "n_layer", "n_head", "n_embd"),
                      non_negative=("n_kv_head", "embedding_rank"), choices={"norm": NORMS, "mlp": MLPS})
         if self.n_embd % self.n_head:
-            near = self.n_head * max(1, round(self.n_embd / self.n_head))
+            divisors = [h for h in range(1, self.n_embd + 1) if self.n_embd % h == 0]
+            n_head = min(divisors, key=lambda h: abs(h - self.n_head))
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head} (each head gets "
-                             f"n_embd / n_head dimensions), e.g. n_embd={near}")
+                             f"n_embd / n_head dimensions), e.g. n_head={n_head} or "
+                             f"n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}")
         if self.n_kv_head and self.n_head % self.n_kv_head:
             raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head} (each key/value "
                              "head serves the same number of query heads)")

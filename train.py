@@ -121,8 +121,8 @@ tokens_wanted = total_batch_size or gradient_accumulation_steps * batch_size * b
 micro_steps, micro_batch = common.split_batch(tokens_wanted, world_size, batch_size, block_size)
 tokens_per_iter = micro_steps * world_size * micro_batch * block_size
 if tokens_per_iter != tokens_wanted:
-    nearest = f"{tokens_per_iter:,} tokens per step is the nearest to {tokens_wanted:,} that {world_size} processes " \
-              f"can split into {block_size}-token sequences, at most {batch_size} per micro-step"
+    nearest = f"{tokens_per_iter:,} tokens per step is the nearest to {tokens_wanted:,} that {world_size} " \
+              f"process(es) can split into {block_size}-token sequences, at most {batch_size} per micro-step"
     if total_batch_size:
         raise ValueError(f"--total_batch_size={total_batch_size} can't be met: use --total_batch_size="
                          f"{tokens_per_iter} ({nearest})")
@@ -155,6 +155,8 @@ iter_num = 0
 best_val_loss = float("inf")
 checkpoint = None
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
+if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise ValueError(f"--out_dir={out_dir} is a file, not a folder; choose another --out_dir")
 if init_from == "resume":
     # the architecture comes from the checkpoint; a setting the user asks to change must agree with it
     checkpoint, resume_path = common.load_resume_checkpoint(out_dir, device)
@@ -162,7 +164,8 @@ if init_from == "resume":
         raise ValueError(f"{resume_path} was trained on tokenizer {checkpoint['meta']['tokenizer']!r}, dataset "
                          f"{dataset!r} has {meta['tokenizer']!r}; resume with the run's own dataset")
     if model != defaults["model"] and model != checkpoint["model_type"]:
-        raise ValueError(f"{resume_path} holds a {checkpoint['model_type']} model, not {model}")
+        raise ValueError(f"{resume_path} holds a {checkpoint['model_type']} model, not {model}: drop --model or "
+                         "use a new --out_dir")
     model = checkpoint["model_type"]
     for k, v in checkpoint["model_args"].items():
         if k == "vocab_size" and v != model_args[k]:

@@ -106,6 +106,24 @@ def test_batch_loader_targets_are_inputs_shifted_by_one(tmp_path):
     assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
 
 
+def test_a_token_id_past_the_vocabulary_never_reaches_the_model(tmp_path, monkeypatch):
+    # a file too large to scan whole at start is sampled; the one bad id the samples miss is caught in its batch
+    monkeypatch.setattr(common, "SCAN_ALL_TOKENS", 1000)
+    monkeypatch.setattr(common, "SAMPLE_TOKENS", 10)
+    tokens = np.ones(10_000, dtype=np.uint16)
+    tokens[5010] = 300
+    path = str(tmp_path / "train.bin")
+    tokens.tofile(path)
+    meta = {"dtype": "uint16", "vocab_size": 257}
+    loader = common.BatchLoader(path, meta, 8, 64, seed=0)  # the start-up samples miss position 5010
+    with pytest.raises(ValueError, match="train.bin holds token id 300, but meta.json's vocab_size is 257"):
+        for _ in range(1000):
+            loader.next_batch()
+    monkeypatch.setattr(common, "SCAN_ALL_TOKENS", 2**25)  # scanned whole, it fails at once
+    with pytest.raises(ValueError, match="token id 300"):
+        common.BatchLoader(path, meta, 8, 64)
+
+
 @pytest.mark.parametrize("variant", ["gpt", "gqa", "bdh"])
 def test_gradient_accumulation_equals_one_big_batch(variant):
     model = tiny(variant)

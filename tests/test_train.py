@@ -3,6 +3,7 @@
 import glob
 import os
 import re
+import resource
 import runpy
 import signal
 import subprocess
@@ -65,6 +66,42 @@ def test_checkpoint_interrupted_mid_write_leaves_the_previous_one(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         common.save_checkpoint({"iter_num": 2, "model": {"w": torch.zeros(3)}}, path)
     assert common.load_checkpoint(path, keys=["iter_num"])["iter_num"] == 1  # the loader train.py and sample.py use
+
+
+def test_resume_falls_back_from_a_damaged_ckpt_pt_and_stays_exact(tiny_dataset, tmp_path):
+    args = ["--eval_interval=3", "--log_interval=1", "--keep_checkpoints=2", "--dropout=0.1"]
+    run_script("train.py", *train_args(tiny_dataset, tmp_path / "whole", *args, "--max_iters=9"))
+    run = tmp_path / "damaged"
+    run_script("train.py", *train_args(tiny_dataset, run, *args, "--max_iters=6"))
+    ckpt, best = (torch.load(run / name, weights_only=True) for name in ("ckpt.pt", "best.pt"))
+    assert ckpt["best_val_loss"] == best["best_val_loss"] == float(read_log(run)[-1]["val_loss"])  # not a stale best
+    with open(run / "ckpt.pt", "r+b") as f:  # a copy to Kaggle's output died halfway
+        f.truncate(os.path.getsize(run / "ckpt.pt") // 2)
+    damaged = (run / "ckpt.pt").read_bytes()
+
+    proc = run_script("train.py", *train_args(tiny_dataset, run, *args, "--max_iters=6", "--init_from=resume"))
+    assert f"{run}/ckpt.pt is damaged or not a checkpoint" in proc.stdout
+    assert f"resuming from {run}/ckpt_6.pt instead" in proc.stdout
+    assert (run / "ckpt.pt").read_bytes() == damaged  # nothing new to save: the damaged file stays for the user
+    run_script("train.py", *train_args(tiny_dataset, run, *args, "--max_iters=9", "--init_from=resume"))
+    assert torch.load(run / "ckpt.pt", weights_only=True)["iter_num"] == 9  # replaced by a good one
+    assert losses_by_iter(read_log(run)) == losses_by_iter(read_log(tmp_path / "whole"))  # bit for bit
+
+
+def test_a_save_that_fails_keeps_the_previous_checkpoint(tiny_dataset, tmp_path):
+    args = train_args(tiny_dataset, tmp_path, "--eval_interval=2")
+    run_script("train.py", *args, "--max_iters=2")
+    before = (tmp_path / "ckpt.pt").read_bytes()
+
+    def small_disk():  # files may grow to 64 KB, a checkpoint can't: the write fails as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    proc = subprocess.run([sys.executable, "train.py", *args, "--max_iters=4", "--init_from=resume"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, preexec_fn=small_disk)
+    assert_one_line_error(proc, f"could not write {tmp_path}/ckpt.pt", "the previous one is intact")
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+    assert not os.path.exists(tmp_path / "ckpt.pt.tmp")
 
 
 def test_scratch_run_never_overwrites_a_checkpoint(tiny_dataset, tmp_path):

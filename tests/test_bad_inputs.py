@@ -1,0 +1,295 @@
+"""A catalogue of bad inputs, per script: wrong values, damaged checkpoints, data that doesn't match its meta.json,
+files that are missing. Each case must end with a non-zero exit status, no traceback, one line on stderr that names
+the problem (`error: ...`, the last line: prepare.py's progress bar may stand above it), and every file the user had
+(the run folder, the prepared data) byte for byte as before.
+
+The cases run in children forked from a process that has imported torch once (helpers.ForkServer): ~0.3 s a case
+instead of 3. test_the_fork_server_answers_as_a_real_process_does checks a sample against real processes."""
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import TINY_MODEL, ForkServer, run_script
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_dataset, tmp_path_factory):
+    """A finished tiny run: ckpt.pt, best.pt, ckpt_2.pt, ckpt_4.pt, config.json, meta.json, log.csv."""
+    out = tmp_path_factory.mktemp("bad_inputs") / "run"
+    run_script("train.py", f"--dataset={tiny_dataset}", f"--out_dir={out}", *TINY_MODEL, "--max_iters=4",
+               "--eval_interval=2", "--keep_checkpoints=2")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = ForkServer(str(tmp_path_factory.mktemp("fork_server")))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def user(tmp_path, tiny_dataset, trained_run):
+    """A user's files, copies this test may damage: data/ (a prepared dataset) and run/ (a trained run)."""
+    shutil.copytree(tiny_dataset, tmp_path / "data")
+    shutil.copytree(trained_run, tmp_path / "run")
+    return tmp_path
+
+
+def snapshot(folder):
+    """Every file under folder with the hash of its bytes."""
+    return {os.path.join(d, f): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+# -----------------------------------------------------------------------------
+# ways to damage a user's files (each takes the test's folder)
+
+
+def edit_meta(folder, **changes):
+    """Change meta.json's fields; None removes one."""
+    def edit(tmp):
+        path = tmp / folder / "meta.json"
+        meta = json.loads(path.read_text())
+        meta.update(changes)
+        path.write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+    return edit
+
+
+def write(name, content):
+    def setup(tmp):
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return setup
+
+
+def truncate(*names, size=1000):
+    """A copy that died mid-way: the first size bytes."""
+    def setup(tmp):
+        for name in names:
+            with open(tmp / name, "r+b") as f:
+                f.truncate(size)
+    return setup
+
+
+def remove(*names):
+    def setup(tmp):
+        for name in names:
+            os.remove(tmp / name)
+    return setup
+
+
+def edit_checkpoint(**changes):
+    def setup(tmp):
+        ckpt = torch.load(tmp / "run/ckpt.pt", weights_only=True)
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                ckpt[key].update(value)
+            else:
+                ckpt[key] = value
+        torch.save(ckpt, tmp / "run/ckpt.pt")
+    return setup
+
+
+def tokens(name, ids, extra_bytes=b""):
+    return write(name, np.asarray(ids, dtype=np.uint16).tobytes() + extra_bytes)
+
+
+def uint32_view(tmp):
+    """meta.json says uint32 for the uint16 bins: an even number of tokens, so only the ids give it away."""
+    edit_meta("data", dtype="uint32")(tmp)
+    for split in ("train", "val"):
+        path = tmp / "data" / f"{split}.bin"
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 4 * 4)
+
+
+ALL_CHECKPOINTS = ("run/ckpt.pt", "run/ckpt_2.pt", "run/ckpt_4.pt", "run/best.pt")
+
+# -----------------------------------------------------------------------------
+# the catalogue: (script, arguments, setup or None, text the error line must hold). In arguments {tmp} is the
+# test's folder, holding data/ and run/.
+
+TRAIN = ["--dataset={tmp}/data", "--out_dir={tmp}/new", *TINY_MODEL, "--max_iters=2"]
+RESUME = ["--dataset={tmp}/data", "--out_dir={tmp}/run", *TINY_MODEL, "--max_iters=8", "--init_from=resume"]
+SAMPLE = ["--out_dir={tmp}/run", "--device=cpu", "--max_new_tokens=5", "--num_samples=1"]
+EVAL = ["--out_dir={tmp}/run", "--device=cpu"]
+BENCH = ["--dataset={tmp}/data", "--device=cpu", "--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16",
+         "--batch_size=2", "--warmup_steps=0", "--timed_steps=1", "--generate_tokens=2"]
+TEXT = "Once upon a time there was a cat.\n<|endoftext|>\nThe dog ran home.\n<|endoftext|>\n" * 50
+PREPARE = ["--input={tmp}/corpus.txt", "--out_dir={tmp}/data", "--tokenizer=bytes", "--num_proc=1"]
+CORPUS = write("corpus.txt", TEXT)
+
+CASES = {
+    "train": [
+        # config values
+        (["--n_head=5", "--n_embd=64"], None, "n_embd=64 must be a multiple of n_head=5"),
+        (["--n_head=5", "--n_embd=64"], None, "e.g. n_head=4 or n_embd=65"),
+        (["--rope=True", "--n_embd=34"], None, "rope rotates pairs of dimensions"),
+        (["--n_kv_head=3"], None, "n_head=2 must be a multiple of n_kv_head=3"),
+        (["--model=bdh", "--n_head=3", "--mlp_internal_dim_multiplier=1"], None, "N = mlp_internal_dim_multiplier"),
+        (["--n_layer=0"], None, "n_layer=0 must be a whole number >= 1"),
+        (["--n_layer=2.5"], None, "--n_layer=2.5 is a number, but n_layer takes a whole number"),
+        (["--batch_size=0"], None, "--batch_size=0 must be a number > 0"),
+        (["--block_size=-8"], None, "--block_size=-8 must be a number > 0"),
+        (["--gradient_accumulation_steps=0"], None, "--gradient_accumulation_steps=0 must be a number > 0"),
+        (["--eval_interval=0"], None, "--eval_interval=0 must be a number > 0"),
+        (["--learning_rate=-0.1"], None, "--learning_rate=-0.1 must be a number >= 0"),
+        (["--beta2=1.5"], None, "--beta2=1.5 must be a number at least 0 and below 1"),
+        (["--dropout=1.0"], None, "dropout=1.0 must be at least 0 and below 1"),
+        (["--norm=batchnorm"], None, "norm='batchnorm': choose one of layernorm, rmsnorm"),
+        (["--mlp=relu"], None, "mlp='relu': choose one of gelu, swiglu"),
+        (["--model=transformer"], None, "unknown model 'transformer'; choose one of gpt, bdh"),
+        (["--dtype=float8"], None, "--dtype='float8'; use auto, float32, bfloat16 or float16"),
+        (["--device=gpu"], None, "--device='gpu'; use auto, cpu, cuda, cuda:<index> or mps"),
+        (["--device=cuda"], None, "no CUDA GPU is visible"),
+        (["--compile=maybe"], None, "--compile='maybe' is text, but compile takes True or False"),
+        (["--init_from=gpt5"], None, "--init_from='gpt5'; use 'scratch' or 'resume'"),
+        (["--total_batch_size=100"], None, "can't be met: use --total_batch_size=96"),
+        (["--lerning_rate=0.1"], None, "unknown config key 'lerning_rate'; did you mean learning_rate"),
+        (["--max_iters"], None, "argument '--max_iters' must look like --key=value"),
+        (["config/nope.py"], None, "cannot read config file 'config/nope.py'"),
+        (["{tmp}/typo.py"], write("typo.py", "lerning_rate = 1e-3\n"), "unknown config key 'lerning_rate' in"),
+        (["{tmp}/bad.py"], write("bad.py", "batch_size = = 3\n"), "bad.py line 1: SyntaxError"),
+        (["{tmp}/bad.py"], write("bad.py", "batch_size = n_batch * 2\n"), "NameError: name 'n_batch' is not defined"),
+        # data
+        (["--dataset=nope"], None, "no prepared dataset 'nope'"),
+        ([], write("data/meta.json", "{"), "meta.json is not valid JSON"),
+        ([], write("data/meta.json", "[1, 2]"), "meta.json has no tokenizer, vocab_size, dtype"),
+        ([], edit_meta("data", vocab_size=None), "meta.json has no vocab_size"),
+        ([], edit_meta("data", vocab_size="257"), "vocab_size '257' is not a whole number"),
+        ([], edit_meta("data", dtype="int8"), "dtype 'int8' is not uint16 or uint32"),
+        ([], edit_meta("data", eot_token=300), "eot_token 300 is not a token id below vocab_size 257"),
+        ([], edit_meta("data", max_token_id=300), "max_token_id 300 is not a token id below vocab_size 257"),
+        ([], edit_meta("data", vocab_size=120, eot_token=None), "token id 256, but meta.json's vocab_size is 120"),
+        ([], uint32_view, "token id"),
+        ([], tokens("data/train.bin", range(200), b"x"), "has 401 bytes, not a whole number of uint16 tokens"),
+        ([], tokens("data/val.bin", [1] * 10), "val.bin holds 10 tokens, fewer than block_size + 1 = 33"),
+        ([], remove("data/val.bin"), "val.bin is missing"),
+        # checkpoints and run folders
+        (["--out_dir={tmp}/run"], None, "holds best.pt, ckpt.pt, ckpt_2.pt, ckpt_4.pt; continue with --init_from="),
+        (["--out_dir={tmp}/run"], remove("run/ckpt.pt", "run/ckpt_2.pt", "run/ckpt_4.pt"), "holds best.pt;"),
+        (["--out_dir={tmp}/file"], write("file", "not a folder"), "is a file, not a folder"),
+    ],
+    "resume": [  # train.py --init_from=resume (a damaged ckpt.pt alone is no error: test_train.py's fallback test)
+        (["--out_dir={tmp}/empty"], None, "no checkpoint to resume in"),
+        ([], truncate(*ALL_CHECKPOINTS), "can be resumed: {tmp}/run/ckpt.pt is damaged or not a checkpoint"),
+        (["--n_layer=3"], None, "trained with n_layer=2, this run asks for n_layer=3"),
+        (["--model=bdh"], None, "holds a gpt model, not bdh"),
+        ([], edit_meta("data", tokenizer="gpt2"), "was trained on tokenizer 'bytes', dataset"),
+        ([], edit_meta("data", vocab_size=300), "has vocab_size 257 but dataset"),
+        ([], lambda tmp: [torch.save({"model": {}}, tmp / name) for name in ALL_CHECKPOINTS], "is incomplete"),
+    ],
+    "sample": [
+        (["--out_dir={tmp}/nope"], None, "no checkpoint at"),
+        ([], truncate("run/ckpt.pt"), "ckpt.pt is damaged or not a checkpoint"),
+        ([], truncate("run/ckpt.pt"), "try --checkpoint=best"),
+        ([], write("run/ckpt.pt", b""), "ckpt.pt is damaged or not a checkpoint"),
+        ([], write("run/ckpt.pt", b"PK\x03\x04 not really a zip"), "ckpt.pt is damaged or not a checkpoint"),
+        ([], lambda tmp: torch.save({"weights": torch.ones(2)}, tmp / "run/ckpt.pt"), "is incomplete"),
+        ([], lambda tmp: torch.save({"f": print}, tmp / "run/ckpt.pt"), "is damaged or not a checkpoint"),
+        ([], edit_checkpoint(model_args={"n_embd": 64}), "does not match its model_args"),
+        ([], edit_checkpoint(model_args={"n_head": 5}), "n_embd=32 must be a multiple of n_head=5"),
+        ([], edit_checkpoint(model_args={"flash": True}), "gpt has no field flash"),
+        ([], edit_checkpoint(model_type="rnn"), "unknown model 'rnn'"),
+        ([], remove("run/meta.json"), "meta.json is missing"),
+        ([], write("run/meta.json", "nonsense"), "meta.json is not valid JSON"),
+        ([], edit_meta("run", vocab_size=300), "the checkpoint and meta.json come from different runs"),
+        (["--checkpoint={tmp}/other.pt"], None, "no checkpoint at"),
+        (["--checkpoint=best"], truncate("run/best.pt"), "best.pt is damaged"),
+        (["--top_p=0"], None, "--top_p=0.0 must be above 0 and at most 1"),
+        (["--temperature=-1"], None, "--temperature=-1.0 must be a number >= 0"),
+        (["--num_samples=0"], None, "--num_samples=0 must be a number > 0"),
+        (["--top_k=-5"], None, "--top_k=-5 must be a number >= 0"),
+        (["--start=FILE:{tmp}/none.txt"], None, "can't read the prompt"),
+        (["--start=FILE:{tmp}/p.txt"], write("p.txt", b"\xff\xfe\x00bad"), "can't read the prompt"),
+        (["--temprature=0.5"], None, "did you mean temperature"),
+        (["--device=cuda:7"], None, "--device=cuda:7 but no CUDA GPU is visible"),
+    ],
+    "eval": [
+        ([], truncate("run/ckpt.pt"), "ckpt.pt is damaged or not a checkpoint"),
+        (["--eval_sets={tmp}/nope.bin"], None, "no eval set"),
+        (["--eval_sets={tmp}/odd.bin"], write("odd.bin", b"x" * 101), "not a whole number of uint16 tokens"),
+        (["--eval_sets={tmp}/big.bin"], tokens("big.bin", [1000] * 100), "holds token id 1000"),
+        (["--eval_sets={tmp}/short.bin"], tokens("short.bin", [1] * 10), "fewer than block_size + 1 = 33"),
+        (["--compare={tmp}/run,{tmp}/nope"], None, "no checkpoint at"),
+        (["--batch_size=0"], None, "--batch_size=0 must be a number > 0"),
+        (["--eval_batches=-1"], None, "--eval_batches=-1 must be a number >= 0"),
+        ([], remove("run/meta.json"), "meta.json is missing"),
+        (["--checkpoint=best"], write("run/best.pt", b"\x00" * 64), "best.pt is damaged"),
+        (["--eval_set=val"], None, "did you mean eval_sets"),
+    ],
+    "prepare": [
+        (["--input={tmp}/nope.txt"], None, "no files match --input="),
+        ([], write("corpus.txt", ""), "too few to split into train and val"),
+        ([], write("corpus.txt", b"\xff\xfe bad bytes"), "is not UTF-8 text"),
+        (["--val_fraction=2"], CORPUS, "--val_fraction=2.0 must be between 0 and 1"),
+        (["--num_proc=-1"], CORPUS, "must be >= 0"),
+        (["--tokenizer=bpe:100"], CORPUS, "N must be >= 257"),
+        (["--tokenizer={tmp}/tok.json"], CORPUS, "no such file"),
+        (["--dataset=synthetic_stories"], CORPUS, "give one source"),
+        (["--input={tmp}/table.csv"], write("table.csv", "a,b\n1,2\n"), "column 'text'"),
+        (["--max_doc=5"], CORPUS, "did you mean max_docs"),
+    ],
+    "bench": [
+        (["--model=xyz"], None, "--model='xyz'; choose gpt, bdh or all"),
+        (["--attention_form=fast"], None, "--attention_form='fast'; choose auto, direct or chunked"),
+        (["--dataset=nope"], None, "no prepared dataset 'nope'"),
+        (["--batch_size=0"], None, "--batch_size=0 must be a number > 0"),
+        (["--timed_steps=0"], None, "--timed_steps=0 must be a number > 0"),
+        (["--n_head=5", "--n_embd=64"], None, "n_embd=64 must be a multiple of n_head=5"),
+        ([], write("data/meta.json", "{"), "meta.json is not valid JSON"),
+        ([], tokens("data/train.bin", [5000] * 100), "holds token id 5000"),
+        (["--device=cuda"], None, "no CUDA GPU is visible"),
+        (["--n_layer=2.5"], None, "--n_layer=2.5 is a number, but n_layer takes a whole number"),
+    ],
+}
+BASE = {"train": TRAIN, "resume": RESUME, "sample": SAMPLE, "eval": EVAL, "prepare": PREPARE, "bench": BENCH}
+PARAMS = [pytest.param(kind, args, setup, needle, id=f"{kind}-{i}-{needle[:40]}")
+          for kind, cases in CASES.items() for i, (args, setup, needle) in enumerate(cases)]
+
+
+def run_case(runner, kind, args, tmp):
+    script = "train.py" if kind == "resume" else f"{kind}.py"
+    return runner(script, *[a.format(tmp=tmp) for a in BASE[kind] + args])
+
+
+@pytest.mark.parametrize("kind, args, setup, needle", PARAMS)
+def test_bad_input_is_one_line_and_changes_nothing(kind, args, setup, needle, user, server):
+    if setup:
+        setup(user)
+    before = snapshot(user)
+    proc = run_case(server.run, kind, args, user)
+    err = proc.stderr.strip()
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert errors == [err.splitlines()[-1]] and errors[0].startswith("error: "), err
+    assert needle.format(tmp=user) in errors[0], err
+    assert snapshot(user) == before  # not one byte of the user's files changed, none added, none removed
+
+
+SAMPLED = [p for p in PARAMS if p.id.split("-")[1] == "1"]  # the second case of each kind
+
+
+@pytest.mark.parametrize("kind, args, setup, needle", SAMPLED)
+def test_the_fork_server_answers_as_a_real_process_does(kind, args, setup, needle, user, server):
+    if setup:
+        setup(user)
+    forked = run_case(server.run, kind, args, user)
+    real = run_case(lambda *a: run_script(*a, check=False), kind, args, user)
+    assert (forked.returncode, forked.stderr) == (real.returncode, real.stderr)
+    assert real.returncode != 0
+
+
+def test_the_catalogue_covers_every_script():
+    counts = {kind: len(cases) for kind, cases in CASES.items()}
+    assert set(counts) == {"train", "resume", "sample", "eval", "prepare", "bench"}, counts
+    assert min(n for kind, n in counts.items() if kind != "resume") >= 10, counts
