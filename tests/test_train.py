@@ -68,29 +68,36 @@ def test_checkpoint_interrupted_mid_write_leaves_the_previous_one(tmp_path, monk
     assert common.load_checkpoint(path, keys=["iter_num"])["iter_num"] == 1  # the loader train.py and sample.py use
 
 
-def test_resume_falls_back_from_a_damaged_ckpt_pt_and_stays_exact(tiny_dataset, tmp_path):
+def train_in_process(monkeypatch, capsys, *args):
+    """train.py as `%run train.py args` runs it: in this process (no torch import to wait for); returns its stdout."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    runpy.run_path(os.path.join(REPO, "train.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_resume_falls_back_from_a_damaged_ckpt_pt_and_stays_exact(tiny_dataset, tmp_path, monkeypatch, capsys):
     args = ["--eval_interval=3", "--log_interval=1", "--keep_checkpoints=2", "--dropout=0.1"]
-    run_script("train.py", *train_args(tiny_dataset, tmp_path / "whole", *args, "--max_iters=9"))
+    train_in_process(monkeypatch, capsys, *train_args(tiny_dataset, tmp_path / "whole", *args, "--max_iters=9"))
     run = tmp_path / "damaged"
-    run_script("train.py", *train_args(tiny_dataset, run, *args, "--max_iters=6"))
+    train_in_process(monkeypatch, capsys, *train_args(tiny_dataset, run, *args, "--max_iters=6"))
     ckpt, best = (torch.load(run / name, weights_only=True) for name in ("ckpt.pt", "best.pt"))
     assert ckpt["best_val_loss"] == best["best_val_loss"] == float(read_log(run)[-1]["val_loss"])  # not a stale best
     with open(run / "ckpt.pt", "r+b") as f:  # a copy to Kaggle's output died halfway
         f.truncate(os.path.getsize(run / "ckpt.pt") // 2)
     damaged = (run / "ckpt.pt").read_bytes()
 
-    proc = run_script("train.py", *train_args(tiny_dataset, run, *args, "--max_iters=6", "--init_from=resume"))
-    assert f"{run}/ckpt.pt is damaged or not a checkpoint" in proc.stdout
-    assert f"resuming from {run}/ckpt_6.pt instead" in proc.stdout
+    out = train_in_process(monkeypatch, capsys, *train_args(tiny_dataset, run, *args, "--max_iters=6",
+                                                             "--init_from=resume"))
+    assert f"{run}/ckpt.pt is damaged or not a checkpoint" in out and f"resuming from {run}/ckpt_6.pt instead" in out
     assert (run / "ckpt.pt").read_bytes() == damaged  # nothing new to save: the damaged file stays for the user
-    run_script("train.py", *train_args(tiny_dataset, run, *args, "--max_iters=9", "--init_from=resume"))
+    train_in_process(monkeypatch, capsys, *train_args(tiny_dataset, run, *args, "--max_iters=9", "--init_from=resume"))
     assert torch.load(run / "ckpt.pt", weights_only=True)["iter_num"] == 9  # replaced by a good one
     assert losses_by_iter(read_log(run)) == losses_by_iter(read_log(tmp_path / "whole"))  # bit for bit
 
 
-def test_a_save_that_fails_keeps_the_previous_checkpoint(tiny_dataset, tmp_path):
+def test_a_save_that_fails_keeps_the_previous_checkpoint(tiny_dataset, tmp_path, monkeypatch, capsys):
     args = train_args(tiny_dataset, tmp_path, "--eval_interval=2")
-    run_script("train.py", *args, "--max_iters=2")
+    train_in_process(monkeypatch, capsys, *args, "--max_iters=2")
     before = (tmp_path / "ckpt.pt").read_bytes()
 
     def small_disk():  # files may grow to 64 KB, a checkpoint can't: the write fails as on a full disk
@@ -104,29 +111,31 @@ def test_a_save_that_fails_keeps_the_previous_checkpoint(tiny_dataset, tmp_path)
     assert not os.path.exists(tmp_path / "ckpt.pt.tmp")
 
 
-def test_scratch_run_never_overwrites_a_checkpoint(tiny_dataset, tmp_path):
-    run_script("train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=2", "--eval_interval=2"))
+def test_scratch_run_never_overwrites_a_checkpoint(tiny_dataset, tmp_path, monkeypatch, capsys):
+    train_in_process(monkeypatch, capsys, *train_args(tiny_dataset, tmp_path, "--max_iters=2", "--eval_interval=2"))
     before = (tmp_path / "ckpt.pt").read_bytes()
     proc = run_script("train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=2"), check=False)
     assert proc.returncode != 0 and "--init_from=resume" in proc.stderr
     assert (tmp_path / "ckpt.pt").read_bytes() == before
 
 
-def test_early_stopping(tiny_dataset, tmp_path):
+def test_early_stopping(tiny_dataset, tmp_path, monkeypatch, capsys):
     # learning rate 0: the val loss never improves after the first eval
-    proc = run_script("train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=1000", "--eval_interval=5",
-                                              "--early_stopping_patience=2", "--learning_rate=0", "--decay_lr=False"))
-    assert "early stopping" in proc.stdout
+    out = train_in_process(monkeypatch, capsys, *train_args(tiny_dataset, tmp_path, "--max_iters=1000",
+                                                             "--eval_interval=5", "--early_stopping_patience=2",
+                                                             "--learning_rate=0", "--decay_lr=False"))
+    assert "early stopping" in out
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 10
 
 
-def test_time_budget_saves_and_stops_then_resumes(tiny_dataset, tmp_path):
-    proc = run_script("train.py", *train_args(tiny_dataset, tmp_path, "--max_iters=1000000", "--eval_interval=100000",
-                                              "--max_minutes=0.03"))
-    assert "time budget" in proc.stdout
+def test_time_budget_saves_and_stops_then_resumes(tiny_dataset, tmp_path, monkeypatch, capsys):
+    out = train_in_process(monkeypatch, capsys, *train_args(tiny_dataset, tmp_path, "--max_iters=1000000",
+                                                             "--eval_interval=100000", "--max_minutes=0.03"))
+    assert "time budget" in out
     it = torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"]
     assert 0 < it < 1000000
-    run_script("train.py", *train_args(tiny_dataset, tmp_path, "--init_from=resume", f"--max_iters={it + 3}"))
+    train_in_process(monkeypatch, capsys, *train_args(tiny_dataset, tmp_path, "--init_from=resume",
+                                                      f"--max_iters={it + 3}"))
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == it + 3
 
 
