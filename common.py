@@ -165,13 +165,13 @@ def read_meta(path):
 
 
 SCAN_ALL_TOKENS = 2**25  # a token file up to this size has every id checked at start (~20 ms); larger ones sampled
-SAMPLE_TOKENS = 2**16  # ... in 64 evenly spaced stretches of this many tokens
+SAMPLE_TOKENS = 2**14  # ... in 32 evenly spaced stretches of this many tokens (a mixed-up file is wrong everywhere)
 
 
 def open_tokens(path, meta, block_size):
     """A token file (train.bin, val.bin) as a read-only memmap, after checks that cost next to nothing: it exists,
     holds a whole number of tokens, at least one window of block_size + 1, and no id >= vocab_size (every id of a
-    file up to SCAN_ALL_TOKENS, else 64 evenly spaced stretches; BatchLoader checks every batch it draws)."""
+    file up to SCAN_ALL_TOKENS, else evenly spaced stretches; BatchLoader checks every batch it draws)."""
     fix = "prepare the data again (python prepare.py ...)"
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing; {fix}")
@@ -184,7 +184,7 @@ def open_tokens(path, meta, block_size):
         raise ValueError(f"{path} holds {size // dtype.itemsize} tokens, fewer than block_size + 1 = {block_size + 1}; "
                          "use a smaller --block_size or prepare more data")
     data = np.memmap(path, dtype=dtype, mode="r")
-    step = max(1, len(data) // 64)
+    step = max(1, len(data) // 32)
     parts = [data] if len(data) <= SCAN_ALL_TOKENS else [data[i : i + SAMPLE_TOKENS] for i in range(0, len(data), step)]
     check_token_ids(max(int(p.max()) for p in parts), meta["vocab_size"], path)
     return data
