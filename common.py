@@ -362,16 +362,19 @@ def load_checkpoint(path, device="cpu", keys=CHECKPOINT_KEYS):
     return checkpoint
 
 
+def checkpoint_files(out_dir):
+    """A run folder's checkpoints in the order resume tries them: ckpt.pt, ckpt_<iter>.pt newest first, best.pt."""
+    names = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    numbered = sorted((f for f in names if re.fullmatch(r"ckpt_\d+\.pt", f)), key=lambda f: -int(f[5:-3]))
+    return [f for f in ("ckpt.pt", *numbered, "best.pt") if f in names]
+
+
 def load_resume_checkpoint(out_dir, device="cpu"):
     """For --init_from=resume: ckpt.pt, or, when it can't be loaded, the newest ckpt_<iter>.pt that can, then
     best.pt. Says which and why in one line. A damaged file stays where it is: the next save replaces ckpt.pt
     atomically, so it is overwritten only by a good checkpoint."""
-    numbered = [f for f in os.listdir(out_dir) if re.fullmatch(r"ckpt_\d+\.pt", f)] if os.path.isdir(out_dir) else []
-    names = ["ckpt.pt", *sorted(numbered, key=lambda f: int(f[5:-3]), reverse=True), "best.pt"]
     problems = []
-    for path in [os.path.join(out_dir, name) for name in names]:
-        if not os.path.exists(path):
-            continue
+    for path in [os.path.join(out_dir, name) for name in checkpoint_files(out_dir)]:
         try:
             checkpoint = load_checkpoint(path, device, RESUME_KEYS)
         except ValueError as e:
@@ -410,8 +413,7 @@ def load_model(out_dir, checkpoint="latest", device="cpu"):
     try:
         ckpt = load_checkpoint(path, device)
     except ValueError as e:  # name the run's other checkpoints
-        others = [f for f in sorted(os.listdir(out_dir)) if re.fullmatch(r"(best|ckpt(_\d+)?)\.pt", f)
-                  and os.path.join(out_dir, f) != path] if os.path.isdir(out_dir) else []
+        others = [f for f in checkpoint_files(out_dir) if os.path.join(out_dir, f) != path]
         names = {"best.pt": "best", "ckpt.pt": "latest"}
         hint = " or ".join(f"--checkpoint={names.get(f, os.path.join(out_dir, f))}" for f in others)
         raise ValueError(f"{e}; {'try ' + hint if hint else 'this run has no other checkpoint'}") from None

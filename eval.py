@@ -57,9 +57,7 @@ def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, b
             break
         rows = range(start, min(start + batch_size, n_windows))
         window = torch.from_numpy(np.stack([tokens[r * T : r * T + T + 1] for r in rows]).astype(np.int64))
-        if window.max() >= len(byte_lengths):
-            raise ValueError(f"token id {window.max().item()} is outside the model's vocabulary "
-                             f"({len(byte_lengths)}): the eval set was prepared with another tokenizer")
+        common.check_token_ids(int(window.max()), len(byte_lengths), getattr(tokens, "filename", "the eval set"))
         x, y = window[:, :-1], window[:, 1:]  # the same shift as the batch loader: y[t] follows x[t]
         with ctx or torch.autocast("cpu", enabled=False):
             logits, _ = model(x.to(next(model.parameters()).device))

@@ -14,7 +14,6 @@ config.json, meta.json (how to decode), log.csv. Ctrl-C, SIGTERM and max_minutes
 import math
 import os
 import random
-import re
 import shutil
 import signal
 import sys
@@ -146,7 +145,9 @@ lr_decay_iters = lr_decay_iters or max_iters
 data_dir, meta = common.find_dataset(dataset)
 train_path = os.path.join(data_dir, "train.bin")
 train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, seed + rank)
-common.open_tokens(os.path.join(data_dir, "val.bin"), meta, block_size)
+EVAL_SEED = 1234
+eval_loaders = {split: common.BatchLoader(os.path.join(data_dir, f"{split}.bin"), meta, micro_batch, block_size,
+                                          device, EVAL_SEED) for split in ("train", "val")}
 
 # model: its fields come from the config keys of the same name, vocab_size from the data
 model_args = {**pick_model_args(model, config), "vocab_size": meta["vocab_size"]}
@@ -182,7 +183,7 @@ if init_from == "resume":
     best_val_loss = checkpoint["best_val_loss"]
     print(f"resuming from {resume_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
 elif os.path.isdir(out_dir):
-    saved = sorted(f for f in os.listdir(out_dir) if f == "best.pt" or re.fullmatch(r"ckpt(_\d+)?\.pt", f))
+    saved = sorted(common.checkpoint_files(out_dir))
     if saved:
         raise ValueError(f"{out_dir} holds {', '.join(saved)}; continue with --init_from=resume, or train from scratch "
                          "into another --out_dir (nothing was overwritten)")
@@ -233,9 +234,8 @@ def estimate_loss():
     """Mean loss over the same eval_iters batches per split at every eval, shared out among the processes."""
     out = {}
     train_model.eval()
-    for split in ("train", "val"):
-        path = os.path.join(data_dir, f"{split}.bin")
-        loader = common.BatchLoader(path, meta, micro_batch, block_size, device, seed=1234)
+    for split, loader in eval_loaders.items():
+        loader.generator.manual_seed(EVAL_SEED)  # the same batches at every eval, so evals compare
         total = torch.zeros((), device=device)
         for k in range(eval_iters):
             x, y = loader.next_batch()
@@ -293,8 +293,8 @@ def save(name, again=False):
     }, path)
     if name == "ckpt.pt" and keep_checkpoints > 0:
         common.copy_atomic(path, os.path.join(out_dir, f"ckpt_{iter_num}.pt"))
-        numbered = [f for f in os.listdir(out_dir) if f.startswith("ckpt_") and f.endswith(".pt")]
-        for f in sorted(numbered, key=lambda f: int(f[5:-3]))[:-keep_checkpoints]:
+        numbered = [f for f in common.checkpoint_files(out_dir) if f.startswith("ckpt_")]  # newest first
+        for f in numbered[keep_checkpoints:]:
             os.remove(os.path.join(out_dir, f))
 
 

@@ -190,7 +190,8 @@ CASES = {
     "sample": [
         (["--out_dir={tmp}/nope"], None, "no checkpoint at"),
         ([], truncate("run/ckpt.pt"), "ckpt.pt is damaged or not a checkpoint"),
-        ([], truncate("run/ckpt.pt"), "try --checkpoint=best"),
+        ([], truncate("run/ckpt.pt"), "try --checkpoint={tmp}/run/ckpt_4.pt or --checkpoint={tmp}/run/ckpt_2.pt or "
+                                      "--checkpoint=best"),
         ([], write("run/ckpt.pt", b""), "ckpt.pt is damaged or not a checkpoint"),
         ([], write("run/ckpt.pt", b"PK\x03\x04 not really a zip"), "ckpt.pt is damaged or not a checkpoint"),
         ([], lambda tmp: torch.save({"weights": torch.ones(2)}, tmp / "run/ckpt.pt"), "is incomplete"),

@@ -62,5 +62,5 @@ def test_bits_per_byte_with_a_trained_bpe(tmp_path):
 
 def test_tokens_outside_the_vocabulary_are_a_clear_error():
     model = GPT(GPTConfig(block_size=8, vocab_size=257, n_layer=1, n_head=2, n_embd=16)).eval()
-    with pytest.raises(ValueError, match="another tokenizer"):
+    with pytest.raises(ValueError, match="token id 5000, but meta.json.s vocab_size is 257"):
         evaluate(model, np.full(100, 5000, dtype=np.uint16), [1] * 257, batch_size=2)
