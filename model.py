@@ -165,7 +165,7 @@ def apply_rope(x, cos, sin):
 
 GPT_ROPE_THETA = 10000.0
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "gelu_tanh", "swiglu")  # gelu_tanh: GPT-2's own tanh approximation (pretrained GPT-2 weights)
 
 
 def check_fields(config, positive=(), non_negative=(), choices=None):
@@ -193,7 +193,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
     rope: bool = False  # rotary position embeddings on queries and keys instead of the learned position table
     norm: str = "layernorm"  # or 'rmsnorm'
-    mlp: str = "gelu"  # or 'swiglu'
+    mlp: str = "gelu"  # or 'gelu_tanh' (GPT-2's approximation, for its pretrained weights) or 'swiglu'
     embedding_rank: int = 0  # > 0: factorized token table and (tied) head, see TokenEmbedding
     gradient_checkpointing: bool = False  # recompute each block's activations in backward: less memory, more time
 
@@ -296,9 +296,10 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
+        self.approximate = "tanh" if config.mlp == "gelu_tanh" else "none"
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
 
 
 def swiglu_hidden(n_embd):

@@ -4,6 +4,7 @@ Train a small language model on data prepared by prepare.py.
     python train.py config/train_demo_cpu.py
     python train.py config/tinystories_4090.py --batch_size=32
     python train.py config/tinystories_4090.py --init_from=resume   # continue from out_dir/ckpt.pt
+    python train.py config/finetune_shakespeare.py                   # fine-tune GPT-2 from the Hugging Face hub
     torchrun --standalone --nproc_per_node=2 train.py config/kaggle_t4x2.py
 
 Config: the globals below are the defaults; config files and --key=value override them (configurator.py).
@@ -29,13 +30,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 from configurator import check_values, config_keys, configure, report_errors_in_one_line
+from hf import GPT2_NAMES
 from model import create_model, model_config, pick_model_args
 
 # -----------------------------------------------------------------------------
 # config defaults
 # I/O
 out_dir = "out"
-init_from = "scratch"  # 'scratch' (out_dir must hold no checkpoint) or 'resume' (continue out_dir/ckpt.pt)
+init_from = "scratch"  # 'scratch' (out_dir must hold no checkpoint), 'resume' (continue out_dir/ckpt.pt), or
+# a pretrained transformers model: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (from the hub) or a local folder
 eval_interval = 250  # save ckpt.pt, then evaluate (and save best.pt when val improves), every this many iterations
 eval_iters = 20  # batches per eval; the same batches every time, so evals compare
 log_interval = 10
@@ -66,7 +69,7 @@ dropout = 0.0
 bias = True  # gpt
 rope = False  # gpt: rotary position embeddings instead of the learned position table
 norm = "layernorm"  # gpt: 'layernorm' or 'rmsnorm'
-mlp = "gelu"  # gpt: 'gelu' or 'swiglu' (hidden size ~8/3 n_embd, as many weights as gelu's)
+mlp = "gelu"  # gpt: 'gelu', 'gelu_tanh' (GPT-2's) or 'swiglu' (hidden ~8/3 n_embd, as many weights as gelu's)
 n_kv_head = 0  # gpt: key/value heads for grouped-query attention; 0: n_head
 embedding_rank = 0  # gpt, bdh: > 0 factorizes the token table (and head) through this rank
 mlp_internal_dim_multiplier = 128  # bdh: N = multiplier * n_embd / n_head neurons per head
@@ -99,8 +102,9 @@ check_values(config, positive=("batch_size", "block_size", "gradient_accumulatio
                            "lr_decay_iters", "weight_decay", "grad_clip", "keep_checkpoints", "checkpoint_minutes",
                            "max_minutes", "early_stopping_patience", "peak_flops"),
              fractions=("beta1", "beta2"))
-if init_from not in ("scratch", "resume"):
-    raise ValueError(f"--init_from={init_from!r}; use 'scratch' or 'resume'")
+if init_from not in ("scratch", "resume", *GPT2_NAMES) and not os.path.isdir(init_from):
+    raise ValueError(f"--init_from={init_from!r}; use scratch, resume, {', '.join(GPT2_NAMES)} or the folder of a "
+                     "transformers GPT-2 or Llama model")
 # model fields that may change on resume: they change how the model trains, not what it is
 RESUMABLE = ("dropout", "gradient_checkpointing")
 # -----------------------------------------------------------------------------
@@ -155,6 +159,7 @@ model_config(model, model_args)  # a shape that can't be built stops here, in on
 iter_num = 0
 best_val_loss = float("inf")
 checkpoint = None
+pretrained = None  # --init_from=gpt2|PATH: the transformers model's weights in our GPT's names
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise ValueError(f"--out_dir={out_dir} is a file, not a folder; choose another --out_dir")
@@ -182,17 +187,36 @@ if init_from == "resume":
     iter_num = checkpoint["iter_num"]
     best_val_loss = checkpoint["best_val_loss"]
     print(f"resuming from {resume_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
-elif os.path.isdir(out_dir):
-    saved = sorted(common.checkpoint_files(out_dir))
-    if saved:
-        raise ValueError(f"{out_dir} holds {', '.join(saved)}; continue with --init_from=resume, or train from scratch "
-                         "into another --out_dir (nothing was overwritten)")
+elif common.checkpoint_files(out_dir):
+    raise ValueError(f"{out_dir} holds {', '.join(sorted(common.checkpoint_files(out_dir)))}; continue with "
+                     "--init_from=resume, or train from scratch into another --out_dir (nothing was overwritten)")
+elif init_from != "scratch":
+    # the architecture comes from the pretrained model's config; dropout, block_size (shorter only) from ours
+    import hf
+
+    pretrained_args, pretrained = hf.from_hf(hf.load_hf(init_from))
+    if pretrained_args["vocab_size"] != meta["vocab_size"]:
+        raise ValueError(f"--init_from={init_from} has vocab_size {pretrained_args['vocab_size']}, dataset {dataset!r} "
+                         f"(tokenizer {meta['tokenizer']!r}) has {meta['vocab_size']}: prepare the data with the "
+                         "model's tokenizer (for GPT-2: --tokenizer=gpt2)")
+    if block_size > pretrained_args["block_size"]:
+        raise ValueError(f"--block_size={block_size} is longer than {init_from}'s {pretrained_args['block_size']} "
+                         "positions; use at most that")
+    if "wpe.weight" in pretrained:
+        pretrained["wpe.weight"] = pretrained["wpe.weight"][:block_size]  # the position table, cropped
+    if model != "gpt":
+        raise ValueError(f"--init_from={init_from} is a GPT; drop --model={model}")
+    model_args = {**pretrained_args, "block_size": block_size, **{k: model_args[k] for k in RESUMABLE}}
+    print(f"starting from {init_from}")
 
 raw_model = create_model(model, model_args).to(device)  # unwrapped and uncompiled: this one is saved and sampled
 print(f"{model}: {raw_model.num_params() / 1e6:.2f}M parameters "
       f"({raw_model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding)")
 optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 gradients need loss scaling
+if pretrained is not None:
+    common.load_state(raw_model, pretrained, init_from)
+    pretrained = None  # free the memory
 if checkpoint is not None:
     common.load_state(raw_model, checkpoint["model"], resume_path)
     optimizer.load_state_dict(checkpoint["optimizer"])

@@ -231,6 +231,11 @@ def test_config_file_loads_and_trains_scaled_down(path, tiny_dataset, tmp_path, 
     scaled = ["--n_layer=1", "--n_head=2", "--n_embd=32"]
     scaled += ["--n_kv_head=1"] * ("n_kv_head" in set_keys) + ["--embedding_rank=8"] * ("embedding_rank" in set_keys)
     scaled += ["--mlp_internal_dim_multiplier=4"] * ("mlp_internal_dim_multiplier" in set_keys)
+    if "init_from" in set_keys:  # a fine-tune: a tiny local GPT-2 folder stands in for the hub's
+        transformers = pytest.importorskip("transformers", reason="init_from needs transformers")
+        cfg = transformers.GPT2Config(vocab_size=257, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+        transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
+        scaled += [f"--init_from={tmp_path / 'gpt2'}", "--batch_size=2"]
     monkeypatch.setattr(sys, "argv", ["train.py", path, *train_args(tiny_dataset, tmp_path, *scaled, "--max_iters=2",
                                                                     "--eval_interval=2", "--warmup_iters=1",
                                                                     "--gradient_accumulation_steps=1")])

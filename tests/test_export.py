@@ -1,0 +1,142 @@
+"""export.py and --init_from=PATH: our GPT out to Hugging Face transformers and back in, weight for weight. Offline:
+the transformers models are tiny ones built and saved here, never downloaded."""
+
+import json
+import os
+import runpy
+import sys
+
+import pytest
+import torch
+
+SKIP = "export and --init_from need transformers and safetensors (pip install -r requirements-test.txt)"
+transformers = pytest.importorskip("transformers", reason=SKIP)
+pytest.importorskip("safetensors", reason=SKIP)
+
+import common  # noqa: E402 (after the skips)
+import hf  # noqa: E402
+from model import create_model  # noqa: E402
+from tests.helpers import REPO, SHARED_DATA, TINY_MODEL, assert_one_line_error, run_script  # noqa: E402
+
+FORMS = {  # each exports to the class in its name
+    "gpt2": {},
+    "gpt2_tanh_gelu_no_bias_gqa": {"mlp": "gelu_tanh", "bias": False, "n_kv_head": 1},
+    "gpt2_factorized": {"embedding_rank": 8},
+    "llama_gqa": {"rope": True, "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_head": 4, "n_kv_head": 2},
+}
+
+
+def tiny_gpt(vocab_size=257, **extra):
+    torch.manual_seed(0)
+    args = {"vocab_size": vocab_size, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, **extra}
+    model = create_model("gpt", args).eval()
+    with torch.no_grad():  # biases and gains off their 0 and 1 inits, so a mapping mistake shows
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def logits(model, x):
+    with torch.no_grad():
+        out = model(x)
+    return out.logits if hasattr(out, "logits") else out[0][..., : model.config.vocab_size]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_transformers_loads_the_export_and_computes_the_same(form, tmp_path):
+    model = tiny_gpt(**FORMS[form])
+    hf.to_hf(model, eot_token=256).save_pretrained(tmp_path, safe_serialization=True)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(loaded).__name__ == ("LlamaForCausalLM" if form.startswith("llama") else "GPT2LMHeadModel")
+    x = torch.randint(0, 257, (2, 24), generator=torch.Generator().manual_seed(1))
+    assert (logits(loaded, x) - logits(model, x)).abs().max() < 1e-4
+    ours = model.generate(x[:1, :4], 20, temperature=0)[0]
+    theirs = loaded.generate(x[:1, :4], max_new_tokens=20, do_sample=False, pad_token_id=256)[0]
+    assert ours.tolist() == theirs.tolist()  # greedy decoding, token for token
+    args, state = hf.from_hf(loaded)  # and back: the same function
+    back = create_model("gpt", args).eval()
+    back.load_state_dict(state)
+    assert (logits(back, x) - logits(model, x)).abs().max() < 1e-4
+
+
+def test_a_model_transformers_has_no_class_for_is_one_line():
+    bdh = create_model("bdh", {"vocab_size": 257, "n_layer": 1, "n_head": 2, "n_embd": 32,
+                               "mlp_internal_dim_multiplier": 4})
+    with pytest.raises(ValueError, match="only GPT runs export"):
+        hf.to_hf(bdh)
+    with pytest.raises(ValueError, match="transformers has no class for rope=False, norm=rmsnorm"):
+        hf.to_hf(tiny_gpt(norm="rmsnorm"))
+
+
+def train(monkeypatch, *args):
+    """train.py in this process, as %run runs it (no second torch import)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    runpy.run_path(os.path.join(REPO, "train.py"), run_name="__main__")
+
+
+@pytest.mark.parametrize("form", ["gpt2", "llama_gqa"])
+def test_init_from_a_transformers_folder_starts_from_its_weights_and_exports_back(form, tiny_dataset, tmp_path,
+                                                                                   monkeypatch):
+    if form == "gpt2":  # GPT-2's own config: tanh gelu, 64 positions (cropped to block_size 32 below)
+        cfg = transformers.GPT2Config(vocab_size=257, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+        pretrained = transformers.GPT2LMHeadModel(cfg)
+    else:
+        pretrained = hf.to_hf(tiny_gpt(**FORMS[form]))
+    pretrained.eval().save_pretrained(tmp_path / "pretrained")
+    # one step at learning rate 0: a checkpoint that holds exactly the weights it started from
+    train(monkeypatch, f"--dataset={tiny_dataset}", f"--out_dir={tmp_path / 'run'}", *TINY_MODEL,
+          f"--init_from={tmp_path / 'pretrained'}", "--max_iters=1", "--eval_interval=1", "--learning_rate=0",
+          "--decay_lr=False", "--dropout=0.0")
+    model, ckpt, _ = common.load_model(str(tmp_path / "run"))
+    x = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(2))
+    assert (logits(model, x) - logits(pretrained, x)).abs().max() < 1e-5
+    assert ckpt["model_args"]["block_size"] == 32
+
+    proc = run_script("export.py", f"--out_dir={tmp_path / 'run'}", f"--hf_dir={tmp_path / 'exported'}")
+    assert "no tokenizer files: 'bytes'" in proc.stdout  # said plainly
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "exported").eval()
+    assert (logits(exported, x) - logits(pretrained, x)).abs().max() < 1e-5
+
+
+def test_init_from_checks_the_vocabulary_and_the_length(tiny_dataset, tmp_path, monkeypatch):
+    cfg = transformers.GPT2Config(vocab_size=300, n_positions=16, n_embd=32, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "other")
+    args = [f"--dataset={tiny_dataset}", f"--out_dir={tmp_path / 'run'}", *TINY_MODEL, "--max_iters=1",
+            f"--init_from={tmp_path / 'other'}"]
+    with pytest.raises(ValueError, match="has vocab_size 300, dataset .* has 257: prepare the data with the model"):
+        train(monkeypatch, *args)
+    cfg.vocab_size = 257
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "short")
+    with pytest.raises(ValueError, match="--block_size=32 is longer than .* 16 positions"):
+        train(monkeypatch, *args, f"--init_from={tmp_path / 'short'}")
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_export_refuses_a_bdh_run_and_a_folder_in_use(tiny_dataset, tmp_path):
+    run_script("train.py", f"--dataset={tiny_dataset}", f"--out_dir={tmp_path / 'bdh'}", *TINY_MODEL, "--model=bdh",
+               "--mlp_internal_dim_multiplier=4", "--max_iters=1", "--eval_interval=1")
+    proc = run_script("export.py", f"--out_dir={tmp_path / 'bdh'}", f"--hf_dir={tmp_path / 'x'}", check=False)
+    assert_one_line_error(proc, "only GPT runs export to transformers")
+    assert not os.path.exists(tmp_path / "x")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("mine")
+    proc = run_script("export.py", f"--out_dir={tmp_path / 'bdh'}", f"--hf_dir={tmp_path / 'used'}", check=False)
+    assert_one_line_error(proc, "exists and is not an empty folder")
+    assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "tiktoken_cache")), reason="needs ../shared/data's "
+                    "GPT-2 tokenizer files (tiktoken can't download them offline)")
+def test_a_gpt2_tokenizer_run_exports_its_tokenizer(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    model = tiny_gpt(vocab_size=50257)
+    common.save_checkpoint({"model_type": "gpt", "model_args": vars(model.config), "model": model.state_dict(),
+                            "iter_num": 0, "config": {"block_size": 32}}, str(run / "ckpt.pt"))
+    meta = {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16", "eot_token": 50256}
+    (run / "meta.json").write_text(json.dumps(meta))
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": os.path.join(SHARED_DATA, "tiktoken_cache")}
+    proc = run_script("export.py", f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}", env=env)
+    assert "tokenizer 'gpt2'" in proc.stdout
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tok.encode("Hello world") == [15496, 995] and tok.eos_token_id == 50256
