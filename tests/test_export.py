@@ -140,3 +140,20 @@ def test_a_gpt2_tokenizer_run_exports_its_tokenizer(tmp_path):
     assert "tokenizer 'gpt2'" in proc.stdout
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert tok.encode("Hello world") == [15496, 995] and tok.eos_token_id == 50256
+
+
+def test_a_trained_bpe_tokenizer_goes_along_and_encodes_the_same(tmp_path):
+    pytest.importorskip("tokenizers", reason="bpe:N needs the tokenizers package")
+    import export
+    from tokenizer import get_tokenizer, train_bpe
+
+    texts = ["Once upon a time there was a little cat.", "The dog ran to the park and played."] * 50
+    train_bpe(texts, 300, str(tmp_path / "tokenizer.json"))
+    meta = {"tokenizer": "bpe:300", "vocab_size": 300, "dtype": "uint16"}
+    (tmp_path / "hf").mkdir()
+    assert export.save_tokenizer(meta, str(tmp_path), str(tmp_path / "hf")) == "tokenizer 'bpe:300'"
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    ours = get_tokenizer("bpe:300", str(tmp_path))
+    text = "Once upon a time the cat played in the park."
+    assert theirs.encode(text, add_special_tokens=False) == ours.encode(text)
+    assert theirs.eos_token_id == ours.eot_token
