@@ -14,7 +14,7 @@ A factorized embedding exports multiplied out; the padding rows of the vocabular
 
 import torch
 
-from model import GPTConfig, pad_vocab
+from model import GPTConfig, pad_vocab, swiglu_hidden
 
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
@@ -68,9 +68,8 @@ def to_hf(model, eot_token=None):
             bos_token_id=eot_token, eos_token_id=eot_token)
         out["transformer.wte.weight"] = wte
         out["transformer.wpe.weight"] = sd["wpe.weight"]
-        for name in ("ln_f",):
-            out[f"transformer.{name}.weight"] = sd[f"{name}.weight"]
-            out[f"transformer.{name}.bias"] = sd.get(f"{name}.bias", torch.zeros(c.n_embd))
+        out["transformer.ln_f.weight"] = sd["ln_f.weight"]
+        out["transformer.ln_f.bias"] = sd.get("ln_f.bias", torch.zeros(c.n_embd))
         for i in range(c.n_layer):
             p, q = f"h.{i}.", f"transformer.h.{i}."
             for ln in ("ln_1", "ln_2"):
@@ -91,8 +90,6 @@ def to_hf(model, eot_token=None):
                 out[q + lin + ".bias"] = sd.get(p + lin + ".bias", torch.zeros(w.size(0)))
         hf = transformers.GPT2LMHeadModel(cfg)
     else:
-        from model import swiglu_hidden
-
         h = swiglu_hidden(c.n_embd)
         cfg = transformers.LlamaConfig(
             vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=h, num_hidden_layers=c.n_layer,
@@ -160,8 +157,6 @@ def from_hf(hf):
                 rope.get("rope_type", rope.get("type", "default")) != "default":
             raise ValueError(f"a Llama with head_dim {getattr(cfg, 'head_dim', hs)} and rope {rope}: this GPT's "
                              f"rope has head size n_embd / n_head = {hs} and theta 10000, unscaled")
-        from model import swiglu_hidden
-
         if cfg.intermediate_size != swiglu_hidden(cfg.hidden_size):
             raise ValueError(f"Llama's intermediate_size {cfg.intermediate_size} is not this GPT's swiglu width "
                              f"{swiglu_hidden(cfg.hidden_size)} for n_embd {cfg.hidden_size}")

@@ -187,13 +187,15 @@ if init_from == "resume":
     iter_num = checkpoint["iter_num"]
     best_val_loss = checkpoint["best_val_loss"]
     print(f"resuming from {resume_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
-elif common.checkpoint_files(out_dir):
-    raise ValueError(f"{out_dir} holds {', '.join(sorted(common.checkpoint_files(out_dir)))}; continue with "
-                     "--init_from=resume, or train from scratch into another --out_dir (nothing was overwritten)")
+elif saved := sorted(common.checkpoint_files(out_dir)):
+    raise ValueError(f"{out_dir} holds {', '.join(saved)}; continue with --init_from=resume, or train from scratch "
+                     "into another --out_dir (nothing was overwritten)")
 elif init_from != "scratch":
     # the architecture comes from the pretrained model's config; dropout, block_size (shorter only) from ours
     import hf
 
+    if model != "gpt":  # before the download
+        raise ValueError(f"--init_from={init_from} is a GPT; drop --model={model}")
     pretrained_args, pretrained = hf.from_hf(hf.load_hf(init_from))
     if pretrained_args["vocab_size"] != meta["vocab_size"]:
         raise ValueError(f"--init_from={init_from} has vocab_size {pretrained_args['vocab_size']}, dataset {dataset!r} "
@@ -204,8 +206,6 @@ elif init_from != "scratch":
                          "positions; use at most that")
     if "wpe.weight" in pretrained:
         pretrained["wpe.weight"] = pretrained["wpe.weight"][:block_size]  # the position table, cropped
-    if model != "gpt":
-        raise ValueError(f"--init_from={init_from} is a GPT; drop --model={model}")
     model_args = {**pretrained_args, "block_size": block_size, **{k: model_args[k] for k in RESUMABLE}}
     print(f"starting from {init_from}")
 
