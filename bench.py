@@ -180,7 +180,7 @@ if __name__ == "__main__":
             if name == "bdh":
                 net.attention_form = attention_form
                 net.chunk_size = chunk_size or net.chunk_size
-            optimizer = net.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)
+            (optimizer,) = net.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)
             scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
             saved = saved_for_backward_mb(net, x, y, dtype)
             if device_type == "cuda":

@@ -4,6 +4,8 @@ the batch loader (the one place where targets are shifted), checkpoint files, an
 eval.py reads back). Errors are exceptions with a one-line message; the scripts print them (configurator.py).
 """
 
+import bisect
+import csv
 import json
 import math
 import os
@@ -125,6 +127,53 @@ def find_dataset(dataset):
     )
 
 
+def eval_set_paths(eval_sets, data_dir, meta):
+    """--eval_sets ("val,data/c4/val.bin") -> {name: token file}: 'val' and 'train' are the dataset's own splits;
+    a path is another prepared token file, with the same tokenizer in the meta.json beside it. Its name (a log
+    column, loss_<name>) is its folder's, plus the file's stem where that is not val: c4, code, c4_test."""
+    paths = {}
+    for item in filter(None, (part.strip() for part in eval_sets.split(","))):
+        if item in ("val", "train"):
+            paths[item] = os.path.join(data_dir, f"{item}.bin")
+            continue
+        if not os.path.isfile(item):
+            raise FileNotFoundError(f"--eval_sets: no token file {item}; give 'val' or paths to .bin files that "
+                                    "prepare.py wrote")
+        folder, stem = os.path.split(os.path.abspath(item))
+        other = os.path.join(folder, "meta.json")
+        if not os.path.isfile(other) or read_meta(other)["tokenizer"] != meta["tokenizer"]:
+            raise ValueError(f"--eval_sets: {item} needs a meta.json beside it with tokenizer {meta['tokenizer']!r} "
+                             "(the training data's): prepare it with the same --tokenizer")
+        stem = os.path.splitext(stem)[0]
+        name = re.sub(r"\W+", "_", os.path.basename(folder) + ("" if stem == "val" else f"_{stem}"))
+        paths[name if name not in paths else f"{name}_{len(paths)}"] = item
+    if not paths:
+        raise ValueError("--eval_sets is empty; give at least 'val'")
+    return paths
+
+
+def parse_block_size_schedule(schedule, block_size):
+    """'128:0.2,256:0.5' -> [(128, 0.2), (256, 0.5), (block_size, 1.0)]: each stage's sequence length and the share
+    of training it lasts until. Each length divides block_size: the loader's block_size rows split into whole
+    shorter ones, so data order and resume never depend on the stage."""
+    stages = []
+    for part in filter(None, schedule.replace(" ", "").split(",")):
+        try:
+            length, until = part.split(":")
+            length, until = int(length), float(until)
+        except ValueError:
+            raise ValueError(f"--block_size_schedule={schedule!r}: write stages as length:share, e.g. "
+                             f"\"{block_size // 4}:0.2,{block_size // 2}:0.5\"") from None
+        if not (0 < length < block_size and block_size % length == 0):
+            raise ValueError(f"--block_size_schedule: {length} must be shorter than --block_size={block_size} and "
+                             f"divide it, e.g. {block_size // 2}")
+        if not 0 < until < 1 or (stages and (length <= stages[-1][0] or until <= stages[-1][1])):
+            raise ValueError(f"--block_size_schedule={schedule!r}: lengths and shares must grow, shares between 0 "
+                             "and 1")
+        stages.append((length, until))
+    return stages + [(block_size, 1.0)]
+
+
 def read_json(path, fix=""):
     """A JSON file; one that isn't JSON is a ValueError naming it (and saying fix, if given)."""
     try:
@@ -198,18 +247,103 @@ def check_token_ids(largest, vocab_size, path):
                          "meta.json come from different tokenizers; prepare the data again (python prepare.py ...)")
 
 
-class BatchLoader:
-    """Batches of random windows from a flat token file (a uint16/uint32 memmap written by prepare.py)."""
+SAMPLING = ("random", "epoch", "aligned")
 
-    def __init__(self, path, meta, batch_size, block_size, device="cpu", seed=0):
+
+class BatchLoader:
+    """Batches of windows of block_size + 1 tokens from a flat token file (a uint16/uint32 memmap written by
+    prepare.py), as (x, y) with y shifted one token against x. sampling chooses the windows:
+      random   at random offsets, drawn with replacement (nanoGPT's)
+      epoch    every window of a block_size grid (a random offset each epoch) once per epoch, shuffled, reshuffled
+               each epoch
+      aligned  each window starts at a document start: documents (split into window-sized pieces where longer)
+               are best-fit packed into windows, and where none fits the rest, the shortest is cropped (nanochat)
+    With several processes, each draws its own random stream (seed + rank), or its own share of each epoch."""
+
+    BUFFER_DOCS = 1000  # aligned: documents to choose the best fit from
+
+    def __init__(self, path, meta, batch_size, block_size, device="cpu", seed=0, sampling="random", rank=0,
+                 world_size=1):
+        if sampling not in SAMPLING:
+            raise ValueError(f"--sampling={sampling!r}; use one of {', '.join(SAMPLING)}")
         self.path = path
         self.meta = meta
         self.batch_size = batch_size
         self.block_size = block_size
         self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.sampling = sampling
+        self.rank = rank
+        self.world_size = world_size
+        self.generator = torch.Generator().manual_seed(seed + rank)
         self.data = open_tokens(path, meta, block_size)
         self.batches_since_open = 0
+        self.windows_drawn = 0
+        self.epoch, self.position, self.buffer = 0, 0, []  # epoch and aligned: where this process is in its share
+        self.order = None
+        if sampling == "aligned":
+            self.doc_starts = self.find_documents()
+            if len(self.doc_starts) < world_size:
+                raise ValueError(f"{path} holds {len(self.doc_starts)} documents, fewer than the {world_size} "
+                                 "processes that share them: use --sampling=epoch or random")
+
+    def find_documents(self):
+        """Start offsets of the documents (after each end-of-text), read in slices: bounded memory."""
+        eot, step = self.meta["eot_token"], 1 << 24
+        ends = [np.flatnonzero(self.data[i : i + step] == eot) + i + 1 for i in range(0, len(self.data), step)]
+        starts = np.concatenate([[0], *ends]).astype(np.int64)
+        return starts[starts < len(self.data)]
+
+    def start_epoch(self):
+        """This process's share of the epoch's shuffled order: windows of a grid with a random offset (epoch) or
+        documents (aligned). From (seed, epoch) alone, so a resume rebuilds it."""
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.sampling == "epoch":
+            offset = int(torch.randint(self.block_size, (1,), generator=g))
+            count = (len(self.data) - 1 - offset) // self.block_size  # windows of block_size + 1 that fit
+            if count < self.world_size:
+                offset, count = 0, (len(self.data) - 1) // self.block_size
+            self.order = offset + self.block_size * torch.randperm(count, generator=g).numpy()
+        else:
+            self.order = torch.randperm(len(self.doc_starts), generator=g).numpy()
+        self.order = self.order[self.rank :: self.world_size]
+
+    def next_window(self):
+        """The start of the next window of the epoch's order."""
+        if self.order is None:
+            self.start_epoch()
+        if self.position >= len(self.order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self.start_epoch()
+        self.position += 1
+        return int(self.order[self.position - 1])
+
+    def next_document(self):
+        """(start, length) of the next document of the epoch's order, whole or its first window-sized piece (the
+        rest goes back to the buffer)."""
+        i = self.next_window()
+        end = self.doc_starts[i + 1] if i + 1 < len(self.doc_starts) else len(self.data)
+        return int(self.doc_starts[i]), int(end - self.doc_starts[i])
+
+    def aligned_row(self):
+        """block_size + 1 tokens packed from whole documents, best fit first."""
+        space, parts = self.block_size + 1, []
+        while space:
+            if self.order is None:
+                self.start_epoch()
+            # the buffer streams on across epochs: each document still comes once per epoch
+            while len(self.buffer) < min(self.BUFFER_DOCS, len(self.order)):
+                self.add_to_buffer(*self.next_document())
+            i = bisect.bisect_right(self.buffer, [space, len(self.data)]) - 1  # the longest that fits
+            length, start = self.buffer.pop(max(i, 0))  # none fits: crop the shortest, drop its rest
+            parts.append(self.data[start : start + min(length, space)])
+            space -= min(length, space)
+        return np.concatenate(parts)
+
+    def add_to_buffer(self, start, length):
+        piece = self.block_size + 1
+        for s in range(start, start + length, piece):  # a long document: window-sized pieces
+            bisect.insort(self.buffer, [min(piece, start + length - s), s])
 
     def next_batch(self):
         # pages a memmap has read stay mapped and look like a leak that grows to the file's size (nanoGPT #287);
@@ -219,8 +353,15 @@ class BatchLoader:
             self.batches_since_open = 0
         self.batches_since_open += 1
         T = self.block_size
-        ix = torch.randint(len(self.data) - T, (self.batch_size,), generator=self.generator).tolist()
-        windows = np.stack([self.data[i : i + T + 1] for i in ix])  # (B, T + 1)
+        if self.sampling == "aligned":
+            windows = np.stack([self.aligned_row() for _ in range(self.batch_size)])  # (B, T + 1)
+        else:
+            if self.sampling == "random":
+                ix = torch.randint(len(self.data) - T, (self.batch_size,), generator=self.generator).tolist()
+            else:
+                ix = [self.next_window() for _ in range(self.batch_size)]
+            windows = np.stack([self.data[i : i + T + 1] for i in ix])  # (B, T + 1)
+        self.windows_drawn += self.batch_size
         check_token_ids(int(windows.max()), self.meta["vocab_size"], self.path)  # microseconds; a GPU assert is worse
         windows = torch.from_numpy(windows.astype(np.int64))
         x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # THE shift: y[t] is the token after x[t]
@@ -228,11 +369,27 @@ class BatchLoader:
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         return x.to(self.device), y.to(self.device)
 
+    def epochs(self):
+        """Passes over the data so far, as a fraction (random: windows drawn times their length over the file)."""
+        if self.sampling == "random" or self.order is None:
+            return self.windows_drawn * self.block_size * self.world_size / len(self.data)
+        return self.epoch + self.position / max(1, len(self.order))
+
     def state_dict(self):
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "sampling": self.sampling, "windows_drawn": self.windows_drawn,
+                "epoch": self.epoch, "position": self.position, "buffer": [list(b) for b in self.buffer]}
 
     def load_state_dict(self, state):
+        if state.get("sampling", "random") != self.sampling:
+            raise ValueError(f"the checkpoint's data order is sampling={state.get('sampling', 'random')!r}, this run "
+                             f"asks for {self.sampling!r}; resume with --sampling={state.get('sampling', 'random')}")
         self.generator.set_state(state["generator"])
+        self.windows_drawn = state.get("windows_drawn", 0)
+        self.epoch, self.position = state.get("epoch", 0), state.get("position", 0)
+        self.buffer = [list(b) for b in state.get("buffer", [])]
+        self.order = None
+        if self.sampling != "random":
+            self.start_epoch()
 
 
 # -----------------------------------------------------------------------------
@@ -271,10 +428,12 @@ class RunLog:
     when asked, each imported only then. A process other than the master writes nothing."""
 
     columns = ["iter", "loss", "val_loss", "lr", "tokens_per_sec", "mfu", "grad_norm", "peak_mem_mb", "elapsed_s",
-               "x_active", "y_active"]  # the last two: BDH's fractions of active neurons
+               "x_active", "y_active",  # BDH's fractions of active neurons
+               "seq_len", "tokens", "epoch"]  # the curriculum's sequence length, tokens trained, passes over the data
 
-    def __init__(self, out_dir, append, tensorboard=False, wandb_config=None, enabled=True):
+    def __init__(self, out_dir, append, tensorboard=False, wandb_config=None, enabled=True, extra_columns=()):
         self.path = os.path.join(out_dir, "log.csv")
+        self.columns = self.columns + [c for c in extra_columns if c not in self.columns]  # e.g. loss_<eval set>
         self.start = time.time()
         self.enabled = enabled
         self.tensorboard = None
@@ -284,6 +443,13 @@ class RunLog:
         if not (append and os.path.exists(self.path)):
             with open(self.path, "w") as f:
                 f.write(",".join(self.columns) + "\n")
+        else:  # resumed: keep the columns written so far, in their order, and add new ones (a new eval set)
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                rows, old = list(reader), list(reader.fieldnames or [])
+            self.columns = old + [c for c in self.columns if c not in old]
+            if len(self.columns) > len(old):
+                write_atomic(self.path, lambda tmp: self._rewrite(tmp, rows))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -297,6 +463,12 @@ class RunLog:
                 raise ImportError("--wandb_log=True needs wandb: pip install wandb (then wandb login)") from None
             self.wandb = wandb
             wandb.init(**wandb_config, resume="allow")
+
+    def _rewrite(self, tmp, rows):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
 
     def write(self, it, **metrics):
         if not self.enabled:

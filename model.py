@@ -8,7 +8,8 @@ Every model here keeps one contract:
 
 targets[b, t] is the token that FOLLOWS idx[b, t]. The batch loader (common.BatchLoader) shifts inputs against
 targets, once; no model shifts again. logits has config.padded_vocab_size columns. The columns past vocab_size pad
-the matmuls to a fast width: they are never targets, and generation never samples them.
+the matmuls to a fast width: they are never targets, the loss's softmax leaves them out (a 65-character vocabulary
+starts at ln 65, not ln 128), and generation never samples them.
 
 cache is the explicit decoding state from model.new_cache(): GPT's keys and values per layer, or BDH's recurrent
 state. Passed to forward, it is read and then extended by the new tokens; generate() does this for you.
@@ -29,12 +30,13 @@ def pad_vocab(vocab_size, multiple=64):
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
-def next_token_loss(logits, targets):
-    """Mean cross-entropy of logits (B, T, V) against targets (B, T), or None without targets.
-    No shift here: targets are already the next tokens."""
+def next_token_loss(logits, targets, vocab_size):
+    """Mean cross-entropy of logits (B, T, padded V) against targets (B, T) over the first vocab_size columns (the
+    real vocabulary), or None without targets. No shift here: targets are already the next tokens."""
     if targets is None:
         return None
-    return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+    logits = logits[..., :vocab_size].float()  # the cast copies anyway (or the slice does, in float32)
+    return F.cross_entropy(logits.reshape(-1, vocab_size), targets.view(-1), ignore_index=-1)
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
@@ -56,6 +58,42 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
+class HeadwiseMuon(torch.optim.Muon if hasattr(torch.optim, "Muon") else object):
+    """torch.optim.Muon, which takes 2-D matrices only, extended to stacks of them: BDH's encoders (n_head, D, N) are
+    n_head matrices, each orthogonalised on its own. Muon sees a 2-D view of each head that shares the weight's
+    storage, so its in-place updates land in the weight; a hook points each view's gradient at its head's slice
+    of the weight's gradient whenever backward writes it."""
+
+    def __init__(self, params, **kwargs):
+        self.stacks = []  # (the stacked weight, its per-head views)
+        matrices = []
+        for p in params:
+            if p.dim() == 2:
+                matrices.append(p)
+                continue
+            views = [nn.Parameter(p.data[h]) for h in range(p.size(0))]  # (D, N) views of p's storage
+            self.stacks.append((p, views))
+            matrices += views
+            p.register_post_accumulate_grad_hook(lambda p, views=views: self._point_grads(p, views))
+        super().__init__(matrices, **kwargs)
+
+    @staticmethod
+    def _point_grads(p, views):
+        for h, view in enumerate(views):
+            view.grad = None if p.grad is None else p.grad[h]
+
+    def step(self, closure=None):
+        for p, views in self.stacks:  # again here: a gradient written without the hook (DDP's copy) is seen too
+            self._point_grads(p, views)
+        return super().step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        super().zero_grad(set_to_none)
+        for p, _ in self.stacks:  # the stacked weights are not Muon's own parameters: their gradients too
+            if p.grad is not None:
+                p.grad = None if set_to_none else p.grad.zero_()
+
+
 class LanguageModel(nn.Module):
     """What GPT and BDH share. A subclass defines forward(idx, targets=None, cache=None), new_cache(),
     embedding_modules() and flops_per_token(seq_len)."""
@@ -73,15 +111,32 @@ class LanguageModel(nn.Module):
             n -= sum(p.numel() for p in embedding.values())
         return n
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW, with weight decay on matrices and embeddings (dim >= 2) only, never on biases and norm gains."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer="adamw",
+                             muon_learning_rate=0.02, muon_momentum=0.95):
+        """A list of optimizers that together hold every parameter once. 'adamw': AdamW, with weight decay on
+        matrices and embeddings (dim >= 2) only, never on biases and norm gains. 'muon': torch.optim.Muon for the
+        hidden matrices (everything of dim >= 2 outside the embeddings and head), AdamW for the rest; each group
+        keeps its base learning rate in group["base_lr"] for the schedule to scale."""
         params = [p for p in self.parameters() if p.requires_grad]  # parameters() yields a tied tensor once
+        embedding = {id(p) for m in self.embedding_modules() for p in m.parameters()}
+        hidden = [p for p in params if optimizer == "muon" and p.dim() >= 2 and id(p) not in embedding]
+        adam = [p for p in params if all(p is not q for q in hidden)]
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p in adam if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in adam if p.dim() < 2], "weight_decay": 0.0},
         ]
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+        optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))]
+        if hidden:
+            if not hasattr(torch.optim, "Muon"):
+                raise ImportError(f"--optimizer=muon needs torch >= 2.9 (torch.optim.Muon); this is {torch.__version__}: "
+                                  "pip install -U torch, or use --optimizer=adamw")
+            # weight decay 0: Muon's orthogonalised updates keep the weights' scale bounded without it (nanochat)
+            optimizers.append(HeadwiseMuon(hidden, lr=muon_learning_rate, momentum=muon_momentum, weight_decay=0.0))
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["base_lr"] = group["lr"]
+        return optimizers
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops, seq_len):
         """Model FLOPs utilization: achieved training FLOP/s (forward and backward) over the device's peak."""
@@ -388,7 +443,7 @@ class GPT(LanguageModel):
         if cache is not None:
             cache.pos += T
         logits = self.wte.unembed(self.ln_f(x))  # (B, T, padded_vocab)
-        return logits, next_token_loss(logits, targets)
+        return logits, next_token_loss(logits, targets, self.config.vocab_size)
 
     def flops_per_token(self, seq_len):
         """Training FLOPs per token: 6 per matrix weight (forward 2, backward 4; lookups are free), plus causal
@@ -485,7 +540,7 @@ class BDH(LanguageModel):
             cache.pos += T
         self.activity = active / (c.n_layer * B * c.n_head * T * c.N)
         logits = self.lm_head.unembed(x.squeeze(1))  # (B, T, padded_vocab)
-        return logits, next_token_loss(logits, targets)
+        return logits, next_token_loss(logits, targets, self.config.vocab_size)
 
     def layer(self, x, rope, cache=None, i=0):
         """One layer (the i-th, for the cache). Returns x and the counts of active neurons in x_sparse, y_sparse."""

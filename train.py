@@ -41,6 +41,8 @@ init_from = "scratch"  # 'scratch' (out_dir must hold no checkpoint), 'resume' (
 # a pretrained transformers model: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (from the hub) or a local folder
 eval_interval = 250  # save ckpt.pt, then evaluate (and save best.pt when val improves), every this many iterations
 eval_iters = 20  # batches per eval; the same batches every time, so evals compare
+eval_sets = "val"  # comma-separated sets evaluated at every eval: 'val' (the dataset's), or paths to other token files
+# of the same tokenizer (data/c4/val.bin); the first is val_loss (best.pt, early stopping), each other a log column
 log_interval = 10
 eval_only = False
 always_save_checkpoint = True  # False: write ckpt.pt only when val loss improves
@@ -60,6 +62,10 @@ block_size = 256
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, as on one process
 total_batch_size = 0  # tokens per optimizer step, all processes together; 0: gradient_accumulation_steps *
 # batch_size * block_size. The step is the same on 1 process or K: each derives its share of micro-steps from it
+sampling = "random"  # training windows: 'random' offsets, 'epoch' (each window of a grid once per epoch, shuffled)
+# or 'aligned' (windows start at documents, which are best-fit packed into them); see common.BatchLoader
+block_size_schedule = ""  # shorter sequences first, e.g. "128:0.2,256:0.5": 128 tokens for the first 20% of
+# iterations, 256 until 50%, then block_size; batch_size grows to match, so tokens per step stay the same
 # model: the fields of model.GPTConfig / BDHConfig of the same name (vocab_size comes from the data)
 model = "gpt"  # 'gpt' or 'bdh'
 n_layer = 6
@@ -74,15 +80,20 @@ n_kv_head = 0  # gpt: key/value heads for grouped-query attention; 0: n_head
 embedding_rank = 0  # gpt, bdh: > 0 factorizes the token table (and head) through this rank
 mlp_internal_dim_multiplier = 128  # bdh: N = multiplier * n_embd / n_head neurons per head
 gradient_checkpointing = False  # recompute activations in backward: less memory, about a third more compute
-# optimizer: AdamW
-learning_rate = 6e-4
+# optimizer
+optimizer = "adamw"  # 'adamw', or 'muon': torch.optim.Muon for the hidden matrices, AdamW for the rest
+learning_rate = 6e-4  # AdamW's (with muon: the embeddings', head's, gains' and biases')
+muon_learning_rate = 0.02  # muon: the hidden matrices'
+muon_momentum = 0.95
 max_iters = 5000
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip the gradient norm to this; 0 disables
-# learning rate schedule: linear warmup, then cosine decay to min_lr
+# learning rate schedule: linear warmup, then cosine decay to min_lr (the same shape for every group)
 decay_lr = True
+lr_schedule_over = "iters"  # 'iters': decay over lr_decay_iters; 'time': over max_minutes of training, counted
+# across resumes, so a run its time budget stops has finished its decay
 warmup_iters = 100
 lr_decay_iters = None  # None: max_iters
 min_lr = 6e-5
@@ -99,9 +110,16 @@ config = configure(globals())
 check_values(config, positive=("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval",
                                "eval_iters", "log_interval", "max_skipped_steps"),
              non_negative=("total_batch_size", "max_iters", "learning_rate", "min_lr", "warmup_iters",
-                           "lr_decay_iters", "weight_decay", "grad_clip", "keep_checkpoints", "checkpoint_minutes",
+                           "lr_decay_iters", "weight_decay", "muon_learning_rate", "grad_clip", "keep_checkpoints", "checkpoint_minutes",
                            "max_minutes", "early_stopping_patience", "peak_flops"),
-             fractions=("beta1", "beta2"))
+             fractions=("beta1", "beta2", "muon_momentum"))
+for key, value, choices in (("optimizer", optimizer, ("adamw", "muon")), ("sampling", sampling, common.SAMPLING),
+                            ("lr_schedule_over", lr_schedule_over, ("iters", "time"))):
+    if value not in choices:
+        raise ValueError(f"--{key}={value!r}; use one of {', '.join(choices)}")
+if lr_schedule_over == "time" and not max_minutes:
+    raise ValueError("--lr_schedule_over=time decays over the time budget: set --max_minutes too")
+stages = common.parse_block_size_schedule(block_size_schedule, block_size)  # [(block size, until fraction), ...]
 if init_from not in ("scratch", "resume", *GPT2_NAMES) and not os.path.isdir(init_from):
     raise ValueError(f"--init_from={init_from!r}; use scratch, resume, {', '.join(GPT2_NAMES)} or the folder of a "
                      "transformers GPT-2 or Llama model")
@@ -145,19 +163,23 @@ random.seed(seed + rank)
 np.random.seed(seed + rank)
 lr_decay_iters = lr_decay_iters or max_iters
 
-# data: meta.json and both splits checked before any work; every process draws its own stream of random windows
+# data: meta.json and every token file checked before any work; every process draws its own stream of windows
+# (random), or its own share of each epoch
 data_dir, meta = common.find_dataset(dataset)
 train_path = os.path.join(data_dir, "train.bin")
-train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, seed + rank)
+train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, seed, sampling, rank, world_size)
 EVAL_SEED = 1234
-eval_loaders = {split: common.BatchLoader(os.path.join(data_dir, f"{split}.bin"), meta, micro_batch, block_size,
-                                          device, EVAL_SEED) for split in ("train", "val")}
+eval_paths = {"train": train_path, **common.eval_set_paths(eval_sets, data_dir, meta)}  # the first set after train:
+eval_loaders = {name: common.BatchLoader(path, meta, micro_batch, block_size, device, EVAL_SEED)  # val_loss
+                for name, path in eval_paths.items()}
+val_name = list(eval_paths)[1]
 
 # model: its fields come from the config keys of the same name, vocab_size from the data
 model_args = {**pick_model_args(model, config), "vocab_size": meta["vocab_size"]}
 model_config(model, model_args)  # a shape that can't be built stops here, in one line naming the key
 iter_num = 0
 best_val_loss = float("inf")
+clock_at_start = 0.0  # seconds this run trained before this process started (resume): the time schedule's clock
 checkpoint = None
 pretrained = None  # --init_from=gpt2|PATH: the transformers model's weights in our GPT's names
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -186,6 +208,7 @@ if init_from == "resume":
             print(f"resume: {k} changed from {v!r} to {config[k]!r}")
     iter_num = checkpoint["iter_num"]
     best_val_loss = checkpoint["best_val_loss"]
+    clock_at_start = checkpoint.get("train_seconds", 0.0)
     print(f"resuming from {resume_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
 elif saved := sorted(common.checkpoint_files(out_dir)):
     raise ValueError(f"{out_dir} holds {', '.join(saved)}; continue with --init_from=resume, or train from scratch "
@@ -212,14 +235,20 @@ elif init_from != "scratch":
 raw_model = create_model(model, model_args).to(device)  # unwrapped and uncompiled: this one is saved and sampled
 print(f"{model}: {raw_model.num_params() / 1e6:.2f}M parameters "
       f"({raw_model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding)")
-optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizers = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer,
+                                            muon_learning_rate, muon_momentum)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 gradients need loss scaling
 if pretrained is not None:
     common.load_state(raw_model, pretrained, init_from)
     pretrained = None  # free the memory
 if checkpoint is not None:
     common.load_state(raw_model, checkpoint["model"], resume_path)
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    saved = checkpoint["optimizer"] if isinstance(checkpoint["optimizer"], list) else [checkpoint["optimizer"]]
+    if len(saved) != len(optimizers):
+        raise ValueError(f"{resume_path} was trained with --optimizer={checkpoint['config'].get('optimizer', 'adamw')}"
+                         f", this run asks for {optimizer}: its state can't carry over; resume with the run's own")
+    for opt, state in zip(optimizers, saved):
+        opt.load_state_dict(state)
     scaler.load_state_dict(checkpoint["scaler"])
     if len(checkpoint["train_loader"]) == world_size:  # one data stream and RNG state per process
         train_loader.load_state_dict(checkpoint["train_loader"][rank])
@@ -227,8 +256,8 @@ if checkpoint is not None:
     else:  # a new process count can't continue the old streams: new ones, never a replay of seen batches
         print(f"warning: the checkpoint has {len(checkpoint['train_loader'])} data streams, this run {world_size}: "
               "data order and dropout continue from new seeds")
-        new_seed = seed + rank + 1000 * iter_num
-        train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, new_seed)
+        train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, seed + 1000 * iter_num,
+                                          sampling, rank, world_size)
     checkpoint = None  # free the memory
 train_model = raw_model
 if compile:
@@ -250,15 +279,17 @@ wandb_config = None
 if wandb_log:
     wandb_config = {"project": wandb_project, "name": wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
                     "config": config}
-run_log = common.RunLog(out_dir, init_from == "resume", tensorboard_log, wandb_config, enabled=master_process)
+other_sets = [f"loss_{name}" for name in list(eval_paths)[2:]]  # a log column per eval set after the first
+run_log = common.RunLog(out_dir, init_from == "resume", tensorboard_log, wandb_config, enabled=master_process,
+                        extra_columns=other_sets)
 
 
 @torch.no_grad()
 def estimate_loss():
-    """Mean loss over the same eval_iters batches per split at every eval, shared out among the processes."""
+    """Mean loss over the same eval_iters batches per eval set at every eval, shared out among the processes."""
     out = {}
     train_model.eval()
-    for split, loader in eval_loaders.items():
+    for name, loader in eval_loaders.items():
         loader.generator.manual_seed(EVAL_SEED)  # the same batches at every eval, so evals compare
         total = torch.zeros((), device=device)
         for k in range(eval_iters):
@@ -268,21 +299,31 @@ def estimate_loss():
                     total += train_model(x, y)[1].float()
         if ddp:
             dist.all_reduce(total)
-        out[split] = total.item() / eval_iters
+        out[name] = total.item() / eval_iters
     train_model.train()
     return out
 
 
-def get_lr(it):
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters."""
+def get_lr(it, clock):
+    """Linear warmup over warmup_iters, then cosine decay to min_lr at lr_decay_iters, or with
+    lr_schedule_over='time' at max_minutes of training (clock: seconds trained, resumes included)."""
     if not decay_lr:
         return learning_rate
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it >= lr_decay_iters:
+    if lr_schedule_over == "time":
+        ratio = min(1.0, clock / (60 * max_minutes))
+    elif it >= lr_decay_iters:
         return min_lr
-    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    else:
+        ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def seq_len(it, clock):
+    """The block size of the curriculum's stage at this point of training (block_size without a schedule)."""
+    done = clock / (60 * max_minutes) if lr_schedule_over == "time" else it / max(1, max_iters)
+    return next(length for length, until in stages if done < until or until == 1.0)
 
 
 def save(name, again=False):
@@ -305,11 +346,12 @@ def save(name, again=False):
         "model_type": model,
         "model_args": model_args,
         "model": raw_model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": [opt.state_dict() for opt in optimizers],
         "scaler": scaler.state_dict(),
         "iter_num": iter_num,
         "tokens_per_iter": tokens_per_iter,
         "best_val_loss": best_val_loss,
+        "train_seconds": clock,
         "config": config,
         "meta": meta,
         "train_loader": [s[0] for s in states],
@@ -328,25 +370,27 @@ def evaluate():
     if always_save_checkpoint:
         save("ckpt.pt")  # before eval: an error during eval must not lose the training since the last save
     losses = estimate_loss()
-    say(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-    run_log.write(iter_num, val_loss=losses["val"])
-    if losses["val"] >= best_val_loss:
+    others = "".join(f", {name} loss {losses[name]:.4f}" for name in list(eval_paths)[2:])
+    say(f"eval {iter_num}: train loss {losses['train']:.4f}, {val_name} loss {losses[val_name]:.4f}{others}")
+    run_log.write(iter_num, val_loss=losses[val_name], **{f"loss_{n}": losses[n] for n in list(eval_paths)[2:]})
+    if losses[val_name] >= best_val_loss:
         evals_without_improvement += 1
         return
-    best_val_loss = losses["val"]
+    best_val_loss = losses[val_name]
     evals_without_improvement = 0
     if iter_num > start_iter:
         save("best.pt")
         save("ckpt.pt", again=True)  # written before the eval, with the old best_val_loss
 
 
-def agree(*flags):
-    """Decisions every process must take together (stop, save): true where any process says so."""
+def agree(*values):
+    """What every process must take together (stop, save, the clock): the largest of the processes' values, so a
+    flag is true where any process says so."""
     if not ddp:
-        return [bool(f) for f in flags]
-    t = torch.tensor([float(f) for f in flags], device=device)
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return t.tolist()
 
 
 @dataclass
@@ -378,16 +422,17 @@ def why_stop(signalled, over_budget):
     return None
 
 
-def report(loss, lr, grad_norm, dt):
+def report(loss, lr, grad_norm, dt, T):
     """One log row, and a progress line: a tqdm bar's postfix on a terminal, a plain line elsewhere."""
     tokens_per_sec = tokens_per_iter / dt
     row = {"loss": loss, "lr": lr, "tokens_per_sec": round(tokens_per_sec, 1), "grad_norm": grad_norm,
-           "peak_mem_mb": round(common.peak_memory_mb(device_type), 1)}
+           "peak_mem_mb": round(common.peak_memory_mb(device_type), 1), "seq_len": T,
+           "tokens": iter_num * tokens_per_iter, "epoch": round(train_loader.epochs(), 4)}  # epoch: this process's
     if peak:
-        row["mfu"] = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak, block_size)
+        row["mfu"] = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak, T)
         speed = f"mfu {100 * row['mfu']:.1f}%"
     else:
-        speed = f"{raw_model.flops_per_token(block_size) * tokens_per_sec / 1e12:.3f} TFLOP/s"
+        speed = f"{raw_model.flops_per_token(T) * tokens_per_sec / 1e12:.3f} TFLOP/s"
     row.update({k: round(v.item(), 4) for k, v in raw_model.metrics().items()})  # BDH: active neurons
     if "x_active" in row:
         speed += f", active x {100 * row['x_active']:.1f}% y {100 * row['y_active']:.1f}%"
@@ -431,6 +476,8 @@ last_save_iter = iter_num  # a checkpoint of this iteration exists (resume), or 
 last_save_time = start_time
 evals_without_improvement = 0
 skipped_in_a_row = 0
+last_T = block_size
+clock = clock_at_start
 loss_sum = torch.zeros((), device=device)  # summed on the device: one sync per log line, not one per step
 t0 = time.time()
 while True:
@@ -440,9 +487,11 @@ while True:
         t0 += time.time() - eval_start  # eval and saving time is not training time
     # what each process sees on its own (a signal, its clock), agreed on in one collective
     now = time.time()
-    signalled, over_budget, save_due = agree(stop_signal is not None,
-                                             max_minutes and now - start_time >= 60 * max_minutes,
-                                             checkpoint_minutes and now - last_save_time >= 60 * checkpoint_minutes)
+    signalled, save_due, clock = agree(stop_signal is not None,
+                                       checkpoint_minutes and now - last_save_time >= 60 * checkpoint_minutes,
+                                       clock_at_start + now - start_time)
+    # the budget: this process's minutes, or with the time schedule the run's, resumes included
+    over_budget = max_minutes and (clock if lr_schedule_over == "time" else now - start_time) >= 60 * max_minutes
     stop = why_stop(signalled, over_budget)
     if (stop and stop.save) or save_due:
         save("ckpt.pt")
@@ -450,12 +499,17 @@ while True:
         break
 
     # one optimizer step: micro_steps micro-steps, then clip and update
-    lr = get_lr(iter_num)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = get_lr(iter_num, clock)
+    for group in (g for opt in optimizers for g in opt.param_groups):
+        group["lr"] = group["base_lr"] * (lr / learning_rate if learning_rate else 0.0)  # each group's, scaled alike
+    T = seq_len(iter_num, clock)
+    if T != last_T:
+        say(f"iteration {iter_num}: sequences of {T} tokens, {micro_batch * block_size // T} per micro-step")
+        last_T = T
     try:
         for micro_step in range(micro_steps):
             x, y = train_loader.next_batch()
+            x, y = x.view(-1, T), y.view(-1, T)  # the curriculum: a block_size row as block_size / T shorter ones
             # in DDP, gradients are averaged across processes on the last micro-step only (forward included)
             sync = not ddp or micro_step == micro_steps - 1
             with nullcontext() if sync else train_model.no_sync():
@@ -468,7 +522,8 @@ while True:
         raise MemoryError(f"CUDA out of memory at batch_size={micro_batch}, block_size={block_size}: try a smaller "
                           "--batch_size with a larger --gradient_accumulation_steps (same tokens per step), a smaller "
                           "--block_size, or --gradient_checkpointing=True") from None
-    scaler.unscale_(optimizer)  # clip and measure the true gradients, not the loss-scaled ones
+    for opt in optimizers:
+        scaler.unscale_(opt)  # clip and measure the true gradients, not the loss-scaled ones
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     # a step with a NaN or inf gradient would ruin the weights: skip it (in float16, GradScaler does this itself);
     # checking costs one sync per step
@@ -477,15 +532,17 @@ while True:
         say(f"warning: non-finite loss or gradient at iteration {iter_num}: step skipped ({skipped_in_a_row} in a row)")
     else:
         skipped_in_a_row = 0
-        scaler.step(optimizer)
+        for opt in optimizers:
+            scaler.step(opt)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     iter_num += 1
 
     if iter_num % log_interval == 0:
         steps = min(log_interval, iter_num - start_iter)  # since the last log line, or since a resume
         mean_loss = loss_sum.item() / steps  # .item() waits for the device: time after it
-        report(mean_loss, lr, grad_norm.item(), (time.time() - t0) / steps)
+        report(mean_loss, lr, grad_norm.item(), (time.time() - t0) / steps, T)
         loss_sum.zero_()
         t0 = time.time()
     if progress:

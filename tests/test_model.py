@@ -10,7 +10,7 @@ import torch
 import common
 from tests.helpers import REPO
 import model as model_module
-from model import BDHConfig, create_model, pick_model_args, sample_next_token, swiglu_hidden
+from model import BDHConfig, HeadwiseMuon, create_model, pick_model_args, sample_next_token, swiglu_hidden
 
 # CPU float math slows down 10x or more on denormal numbers, which some of these trainings produce
 torch.set_flush_denormal(True)
@@ -45,7 +45,7 @@ def train_on(model, tokens, tmp_path, steps, lr=1e-2, batch_size=16, copy_bug=Fa
     path = str(tmp_path / "train.bin")
     np.asarray(tokens, dtype=np.uint16).tofile(path)
     loader = common.BatchLoader(path, META, batch_size, TINY["block_size"], seed=0)
-    opt = model.configure_optimizers(0.0, lr, (0.9, 0.95), "cpu")
+    (opt,) = model.configure_optimizers(0.0, lr, (0.9, 0.95), "cpu")
     losses = []
     for _ in range(steps):
         x, y = loader.next_batch()
@@ -222,15 +222,61 @@ def test_flops_per_token_count_every_use_of_the_weights():
     assert bdh.flops_per_token(T) == 6 * (L * 3 * nh * N * d + V * d) + 3 * L * nh * T * (N + d)
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_optimizer_groups_cover_every_parameter_once(variant):
+def test_optimizer_groups_cover_every_parameter_once(variant, optimizer):
     model = tiny(variant)
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
-    ids = [id(p) for g in opt.param_groups for p in g["params"]]
-    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
-    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    opts = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer)
+    assert len(opts) == (2 if optimizer == "muon" else 1)
+    held = [p for opt in opts for g in opt.param_groups for p in g["params"]]
+    # Muon holds BDH's stacked (n_head, D, N) encoders as one (D, N) view per head: map each view to its weight
+    weight_of = {id(v): (stack, h) for opt in opts for stack, views in getattr(opt, "stacks", []) for h, v in
+                 enumerate(views)}
+    covered = []
+    for p in held:
+        if id(p) in weight_of:
+            stack, h = weight_of[id(p)]
+            assert p.data_ptr() == stack[h].data_ptr() and p.shape == stack[h].shape  # the head's own storage
+            covered.append((id(stack), h))
+        else:
+            covered.append((id(p), None))
+    assert len(covered) == len(set(covered))  # nothing twice
+    stacks = {id(stack): stack for opt in opts for stack, _ in getattr(opt, "stacks", [])}
+    expected = {(id(p), None) for p in model.parameters() if id(p) not in stacks}
+    expected |= {(i, h) for i, stack in stacks.items() for h in range(stack.size(0))}
+    assert set(covered) == expected  # everything once
+    adam = {id(p) for g in opts[0].param_groups for p in g["params"]}
+    decayed = {id(p) for p in opts[0].param_groups[0]["params"]}
+    embedding = {id(p) for m in model.embedding_modules() for p in m.parameters()}
     for name, p in model.named_parameters():
-        assert (id(p) in decayed) == (p.dim() >= 2), name  # no decay on biases and LayerNorm gains
+        if optimizer == "muon" and p.dim() >= 2 and id(p) not in embedding:
+            assert id(p) not in adam, name  # the hidden matrices are Muon's
+        else:
+            assert (id(p) in decayed) == (p.dim() >= 2), name  # no decay on biases and LayerNorm gains
+    if optimizer == "muon":
+        assert opts[1].param_groups[0]["params"], "Muon got no matrices"
+
+
+def test_headwise_muon_steps_each_head_as_its_own_matrix():
+    # the per-head views must move the stacked weight exactly as Muon moves a separate (D, N) matrix per head
+    torch.manual_seed(0)
+    stack = torch.nn.Parameter(torch.randn(3, 8, 16))
+    alone = [torch.nn.Parameter(stack.detach()[h].clone()) for h in range(3)]
+    start = stack.detach().clone()
+    muon = HeadwiseMuon([stack], lr=0.02, momentum=0.95, weight_decay=0.0)
+    reference = torch.optim.Muon(alone, lr=0.02, momentum=0.95, weight_decay=0.0)
+    for step in range(3):
+        grad = torch.randn(3, 8, 16)
+        (stack * grad).sum().backward()
+        for h, p in enumerate(alone):
+            p.grad = grad[h].clone()
+        muon.step()
+        reference.step()
+        muon.zero_grad()
+        assert stack.grad is None
+    for h in range(3):
+        torch.testing.assert_close(stack.detach()[h], alone[h].detach())
+    assert not torch.equal(stack.detach(), start)  # it moved
 
 
 @pytest.mark.parametrize("variant", ["gpt_factorized", "bdh_factorized"])
@@ -338,3 +384,20 @@ def test_tinystories_configs_compare_gpt_and_bdh_at_equal_non_embedding_size():
     assert abs(gpt / bdh - 1) < 0.05 and factorized == gpt
     # the counts in the README's parameter table
     assert [m.num_params() for m in models.values()] == [51_237_888, 50_921_472, 31_986_688]
+
+
+@pytest.mark.parametrize("variant", ["gpt", "bdh"])
+def test_the_loss_sees_only_the_real_vocabulary(variant):
+    # 65 tokens (nanoGPT's Shakespeare characters) are padded to 128 columns; the padding must not dilute the
+    # softmax: a fresh model starts at ln 65, not ln 128, and the padding rows of the head learn nothing
+    model = tiny(variant, vocab_size=65)
+    idx = torch.randint(65, (4, 16), generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(65, (4, 16), generator=torch.Generator().manual_seed(1))
+    logits, loss = model(idx, targets)
+    assert logits.size(-1) == 128
+    expected = torch.nn.functional.cross_entropy(logits[..., :65].reshape(-1, 65), targets.view(-1))
+    torch.testing.assert_close(loss, expected)
+    assert abs(loss.item() - math.log(65)) < 0.05, loss.item()
+    loss.backward()
+    head = model.lm_head.weight if variant == "bdh" else model.wte.weight
+    assert head.grad[65:].abs().sum() == 0 and head.grad[:65].abs().sum() > 0
