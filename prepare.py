@@ -52,10 +52,11 @@ blank_line_docs = False  # .txt: documents end at blank lines (default: at a lin
 num_bytes = 10_000_000  # synthetic_stories: size of the generated text
 seed = 1337  # synthetic_stories: same seed, same corpus
 # output
-tokenizer = "auto"  # gpt2, cl100k_base, o200k_base, bytes, bpe:N, path/to/tokenizer.json; auto: bytes for
+tokenizer = "auto"  # gpt2, cl100k_base, o200k_base, bytes, char, bpe:N, path/to/tokenizer.json; auto: bytes for
 # synthetic_stories (runs offline with no files), gpt2 for everything else
 out_dir = ""  # default: data/<dataset name>; for --input the input's name
-val_fraction = 0.05  # sources without a validation split: this share of the documents, spread evenly, is held out
+val_fraction = 0.05  # sources without a validation split: this share of the documents, spread evenly, is held out;
+# a source that is one document (tiny Shakespeare) is split by position: the last val_fraction of it is val
 max_docs = 0  # read at most this many documents from each split of the source (0: all), for quick slices
 num_proc = 0  # tokenizing processes (0: one per core)
 # -----------------------------------------------------------------------------
@@ -394,6 +395,11 @@ def tokenizer_spec():
 
 def store_tokenizer(spec, staging, stream):
     """Put the tokenizer's file (if any) in staging -> (spec for meta.json, its file names). bpe:N trains here."""
+    if spec == "char":  # nanoGPT's: every character of the text, both splits (a val-only character can't be encoded)
+        chars = sorted(set().union(*(set(text) for _, text, _ in stream())))
+        with open(os.path.join(staging, "meta.json"), "w", encoding="utf-8") as f:  # the final one replaces it
+            json.dump({"tokenizer": "char", "chars": "".join(chars)}, f)
+        return spec, []
     if spec.startswith("bpe:"):
         print(f"training a byte-level BPE of {int(spec[4:]):,} tokens on the training split")
         t0 = time.time()
@@ -411,6 +417,20 @@ def store_tokenizer(spec, staging, stream):
         shutil.copyfile(path, os.path.join(staging, name))
         return f"hf:{name}", [name]
     return spec, []
+
+
+def split_by_position(staging, dtype, counts):
+    """Move the last val_fraction of the tokens of train.bin (a single document) to val.bin, in bounded memory."""
+    itemsize = np.dtype(dtype).itemsize
+    keep = min(counts["train_tokens"] - 1, int(counts["train_tokens"] * (1 - val_fraction)))  # nanoGPT's cut
+    n_val = counts["train_tokens"] - keep
+    with open(os.path.join(staging, "train.bin"), "r+b") as train, open(os.path.join(staging, "val.bin"), "wb") as val:
+        train.seek(keep * itemsize)
+        while block := train.read(1 << 24):
+            val.write(block)
+        train.truncate(keep * itemsize)
+    counts.update(train_tokens=keep, val_tokens=n_val, val_documents=1)  # the one document's end
+    print(f"one document: split by position, its last {val_fraction:.0%} ({n_val:,} tokens) is val")
 
 
 def publish(staging, out, files):
@@ -472,13 +492,14 @@ def main(argv=None):
     try:
         spec = tokenizer_spec()
         _tokenizers.clear()
-        if not spec.startswith("bpe:"):  # fail fast, before a long download; workers forked after this share it
+        trained = spec.startswith("bpe:") or spec == "char"  # made from the data, once it is loaded
+        if not trained:  # fail fast, before a long download; workers forked after this share it
             spec, files = store_tokenizer(spec, staging, None)
             _tokenizers[spec, staging] = get_tokenizer(spec, staging)
         # the pool before datasets or BPE training start threads: forking a process that has threads is unsafe
         pool = multiprocessing.Pool(procs, initializer=_worker_init) if procs > 1 else None
         source, total, stream = open_source()
-        if spec.startswith("bpe:"):
+        if trained:
             spec, files = store_tokenizer(spec, staging, stream)
         enc = get_tokenizer(spec, staging)  # from the staged file, exactly as train.py and sample.py will load it
         dtype = np.uint16 if enc.vocab_size <= 2**16 else np.uint32
@@ -486,6 +507,8 @@ def main(argv=None):
               f"end-of-text {enc.eot_token}, {np.dtype(dtype).name} tokens, {procs} process{'es' * (procs > 1)}")
         counts = tokenize(stream(), pool, 2 * procs, spec, staging, enc, dtype, total)
         n_docs = counts["train_documents"] + counts["val_documents"]
+        if n_docs == 1 and counts["train_tokens"] >= 2:  # one document: its end is val, as nanoGPT splits
+            split_by_position(staging, dtype, counts)
         if not counts["train_documents"] or not counts["val_documents"]:
             raise ValueError(
                 f"{n_docs} document{'s' * (n_docs != 1)}, too few to split into train and val "
@@ -497,6 +520,7 @@ def main(argv=None):
             "vocab_size": enc.vocab_size,
             "dtype": np.dtype(dtype).name,
             "eot_token": enc.eot_token,
+            **({"chars": enc.chars} if spec == "char" else {}),
             **counts,
             "source": source,
             "command": command,

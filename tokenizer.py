@@ -3,6 +3,8 @@ Tokenizers by spec string, as recorded in meta.json's "tokenizer" field, so that
 train.py / sample.py decode with the same one:
 
     bytes                        UTF-8 bytes 0..255, end-of-text 256 (offline, no files)
+    char                         the characters of the text prepare.py read, sorted (meta.json's "chars"), then
+                                 end-of-text: nanoGPT's shakespeare_char
     gpt2, cl100k_base, o200k_base tiktoken encodings (downloaded once, then cached; honours TIKTOKEN_CACHE_DIR)
     bpe:4096                     a byte-level BPE that prepare.py trained on the data: tokenizer.json beside meta.json
     hf:llama.json                a Hugging Face tokenizer.json (Llama, CodeLlama, SuperBPE, ...) beside meta.json
@@ -14,6 +16,7 @@ a document's own "<|endoftext|>" is plain text), decode(ids) -> str, vocab_size,
 UTF-8 length of every token (0 for end-of-text), for tokenizer-independent bits per byte.
 """
 
+import json
 import os
 
 
@@ -39,6 +42,39 @@ class ByteTokenizer:
                 run.append(i)
         parts.append(run.decode("utf-8", errors="replace"))
         return "".join(parts)
+
+
+class CharTokenizer:
+    """One token per character of a fixed set (nanoGPT's character-level tokenizer), then end-of-text."""
+
+    def __init__(self, chars):
+        self.chars = chars
+        self.index = {c: i for i, c in enumerate(chars)}
+        self.vocab_size = len(chars) + 1
+        self.eot_token = len(chars)
+
+    @classmethod
+    def from_meta(cls, directory):
+        path = os.path.join(directory or ".", "meta.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls(json.load(f)["chars"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ValueError(f"tokenizer 'char' keeps its characters in meta.json: {path} has none; prepare the data "
+                             "again (python prepare.py --tokenizer=char ...)") from None
+
+    def encode(self, text):
+        try:
+            return [self.index[c] for c in text]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in this character-level vocabulary (the characters of "
+                             "the training text); leave it out of the prompt") from None
+
+    def decode(self, ids):
+        return "".join(self.chars[i] if i < len(self.chars) else "<|endoftext|>" for i in ids)
+
+    def byte_lengths(self):
+        return [len(c.encode("utf-8")) for c in self.chars] + [0]
 
 
 class TiktokenTokenizer:
@@ -149,6 +185,8 @@ def get_tokenizer(spec, directory=None):
     """The tokenizer for a spec string; directory holds the files that bpe:N and hf:<name> specs refer to."""
     if spec == "bytes":
         return ByteTokenizer()
+    if spec == "char":
+        return CharTokenizer.from_meta(directory)
     if spec.startswith(("bpe:", "hf:")):
         name = "tokenizer.json" if spec.startswith("bpe:") else spec[3:]
         if directory is None and spec.startswith("bpe:"):

@@ -64,8 +64,9 @@ total_batch_size = 0  # tokens per optimizer step, all processes together; 0: gr
 # batch_size * block_size. The step is the same on 1 process or K: each derives its share of micro-steps from it
 sampling = "random"  # training windows: 'random' offsets, 'epoch' (each window of a grid once per epoch, shuffled)
 # or 'aligned' (windows start at documents, which are best-fit packed into them); see common.BatchLoader
-block_size_schedule = ""  # shorter sequences first, e.g. "128:0.2,256:0.5": 128 tokens for the first 20% of
-# iterations, 256 until 50%, then block_size; batch_size grows to match, so tokens per step stay the same
+block_size_schedule = ""  # shorter sequences first, e.g. "128:0.2,256:0.5": 128 tokens for the first 20% of the
+# schedule (lr_decay_iters, or max_minutes with lr_schedule_over='time'), 256 until 50%, then block_size; the batch
+# grows to match, so tokens per step stay the same
 # model: the fields of model.GPTConfig / BDHConfig of the same name (vocab_size comes from the data)
 model = "gpt"  # 'gpt' or 'bdh'
 n_layer = 6
@@ -322,7 +323,7 @@ def get_lr(it, clock):
 
 def seq_len(it, clock):
     """The block size of the curriculum's stage at this point of training (block_size without a schedule)."""
-    done = clock / (60 * max_minutes) if lr_schedule_over == "time" else it / max(1, max_iters)
+    done = clock / (60 * max_minutes) if lr_schedule_over == "time" else it / max(1, lr_decay_iters)
     return next(length for length, until in stages if done < until or until == 1.0)
 
 

@@ -431,3 +431,47 @@ def test_failed_or_interrupted_run_leaves_the_prepared_dataset_alone(tmp_path, m
     msg = error_of(f"--input={write_txt(tmp_path / 'other.txt', stories[200:400])}", "--tokenizer=bytes", out=out)
     assert msg.startswith("interrupted:") and len(calls) == 3
     assert files_of(out) == before  # no staging folder left behind either
+
+
+# -----------------------------------------------------------------------------
+# nanoGPT's first step: characters, and a one-document source split by position
+
+
+def test_char_tokenizer_round_trips_and_decodes_from_meta_alone(tmp_path, stories):
+    out = tmp_path / "chars"
+    meta = run(out, f"--input={write_txt(tmp_path / 'in.txt', stories[:50])}", "--tokenizer=char")
+    chars = sorted(set("".join(stories[:50])))
+    assert meta["tokenizer"] == "char" and meta["chars"] == "".join(chars)  # every character of the text, sorted
+    assert meta["vocab_size"] == len(chars) + 1 and meta["eot_token"] == len(chars)  # then end-of-text
+    enc = get_tokenizer("char", str(out))  # from meta.json alone, as sample.py reads out_dir
+    train_docs, val_docs = split_like_prepare(stories[:50])
+    for split, docs in (("train", train_docs), ("val", val_docs)):
+        ids = tokens(out, split, meta).tolist()
+        assert ids == [i for d in docs for i in [*enc.encode(d), enc.eot_token]]
+        assert enc.decode(ids) == "".join(d + "<|endoftext|>" for d in docs)
+    assert enc.encode("a b") == [chars.index("a"), chars.index(" "), chars.index("b")]
+    with pytest.raises(ValueError, match="not in this character-level vocabulary"):
+        enc.encode("\u00e9" if "\u00e9" not in chars else "\u2603")
+
+
+def test_a_single_document_is_split_by_position_as_nanogpt_does(tmp_path):
+    text = "".join(random.Random(0).choice("abcdefgh \n") for _ in range(10_001)).strip()
+    path = tmp_path / "book.txt"
+    path.write_text(text + "\n")
+    meta = run(tmp_path / "book", f"--input={path}", "--tokenizer=char", "--val_fraction=0.1")
+    enc = get_tokenizer("char", str(tmp_path / "book"))
+    ids = enc.encode(text) + [enc.eot_token]
+    cut = int(len(ids) * 0.9)  # nanoGPT: data[:int(n * 0.9)] trains, the rest is val
+    assert tokens(tmp_path / "book", "train", meta).tolist() == ids[:cut]
+    assert tokens(tmp_path / "book", "val", meta).tolist() == ids[cut:]
+    assert (meta["train_tokens"], meta["val_tokens"]) == (cut, len(ids) - cut)
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "tinyshakespeare")),
+                    reason="tiny Shakespeare is in ../shared/data (not in a fresh clone)")
+def test_tiny_shakespeare_gives_nanogpts_vocabulary_and_split(tmp_path):
+    meta = run(tmp_path / "sc", f"--input={os.path.join(SHARED_DATA, 'tinyshakespeare', 'input.txt')}",
+               "--tokenizer=char", "--val_fraction=0.1")
+    # nanoGPT's data/shakespeare_char/prepare.py: 65 characters, 1,003,854 train and 111,540 val tokens
+    assert len(meta["chars"]) == 65 and meta["vocab_size"] == 66
+    assert (meta["train_tokens"], meta["val_tokens"]) == (1_003_854, 111_540)
