@@ -22,7 +22,6 @@ AdamW (lr 1e-3, beta2 0.99, weight decay 0.1 on matrices), warmup 100, cosine to
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -46,8 +45,7 @@ config = "config/shakespeare_char.py"  # the variants' base (nanoGPT's shape); v
 variants = "base,modern,muon,epoch,curriculum,all"  # names from VARIANTS, or name=--key=value;--key=value
 reference_iters = 2000  # nanoGPT's iterations: their wall time is every variant's budget
 fraction = 1.0  # give each variant this share of that time (0.25: "nanoGPT's loss in a quarter of its time")
-timing_rounds = 3
-timing_steps = 60
+timing_steps = 300  # per variant, taken in turn
 out_root = "out-study"
 threads = 0  # torch threads (0: torch's default)
 seed = 1337
@@ -126,7 +124,7 @@ def nanogpt_run(data_dir, meta, iters, timed=None):
             return 1e-3 * (it + 1) / 101
         if it > iters:
             return 1e-4
-        return 1e-4 + 0.5 * (1.0 + math.cos(math.pi * (it - 100) / (iters - 100))) * (1e-3 - 1e-4)
+        return 1e-4 + 0.5 * (1.0 + math.cos(math.pi * (it - 100) / max(1, iters - 100))) * (1e-3 - 1e-4)
 
     def step(it):
         for g in opt.param_groups:
@@ -189,20 +187,21 @@ def our_step(args, data_dir, meta):
 
 
 def ms_per_iter(step_fns):
-    """{name: median ms per iteration}, the steps taken in turn, round after round; and nanoGPT's per round."""
-    times = {name: [] for name in step_fns}
-    for _ in range(timing_rounds):
+    """{name: mean ms per iteration}: one step of each in turn, timing_steps times, so the machine's drift over
+    seconds falls on all alike. A curriculum's stages are timed in their shares of the steps."""
+    for parts in step_fns.values():
+        for step, _ in parts:
+            for it in range(3):
+                step(it)  # warm
+    totals = dict.fromkeys(step_fns, 0.0)
+    for i in range(timing_steps):
         for name, parts in step_fns.items():
-            total = 0.0
-            for step, share in parts:
-                for it in range(3):
-                    step(it)  # warm
-                t0 = time.perf_counter()
-                for it in range(timing_steps):
-                    step(it)
-                total += share * (time.perf_counter() - t0) / timing_steps
-            times[name].append(total * 1000)
-    return times
+            ends = np.cumsum([share for _, share in parts])
+            step = parts[min(int(np.searchsorted(ends, (i + 0.5) / timing_steps)), len(parts) - 1)][0]
+            t0 = time.perf_counter()
+            step(i)
+            totals[name] += time.perf_counter() - t0
+    return {name: 1000 * t / timing_steps for name, t in totals.items()}
 
 
 def val_loss(out_dir):
@@ -230,16 +229,16 @@ if __name__ == "__main__":
         name, _, extra = item.partition("=")
         args = extra.split(";") if extra else VARIANTS[name]
         runs[name] = [] if args is None else NANOGPT + args
-    print(f"timing: {timing_rounds} rounds of {timing_steps} steps each, in turn")
+    print(f"timing: {timing_steps} steps of each, one of each in turn")
     fns = {"nanogpt": [(nanogpt_run(data_dir, meta, reference_iters, timed=True), 1.0)]}
     for name, args in runs.items():
         base = {}
         exec(open(os.path.join(REPO, config)).read(), {}, base)
         fns[name] = our_step([f"--{k}={v}" for k, v in base.items()] + args, data_dir, meta)
     times = ms_per_iter(fns)
-    ratio = {name: statistics.median(t / n for t, n in zip(times[name], times["nanogpt"])) for name in times}
+    ratio = {name: t / times["nanogpt"] for name, t in times.items()}
     for name in times:
-        print(f"  {name:<12} {statistics.median(times[name]):7.2f} ms/iter, {ratio[name]:.3f}x nanoGPT's")
+        print(f"  {name:<12} {times[name]:7.2f} ms/iter, {ratio[name]:.3f}x nanoGPT's")
     model, seconds = nanogpt_run(data_dir, meta, reference_iters)
     results = {"nanogpt": {"iters": reference_iters, "seconds": round(seconds, 1),
                            "val_loss": round(nanogpt_val_loss(model, data_dir), 4)}}
@@ -255,7 +254,7 @@ if __name__ == "__main__":
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
-        results[name] = {"iters": iters, "seconds": round(time.time() - t0, 1), "val_loss": round(val_loss(out), 4),
+        results[name] = {"iters": iters, "ratio": round(ratio[name], 3), "seconds": round(time.time() - t0, 1), "val_loss": round(val_loss(out), 4),
                          "args": args}
         print(f"{name}: {iters} iterations ({ratio[name]:.3f}x nanoGPT's time each), val loss "
               f"{results[name]['val_loss']:.4f}  [{' '.join(args) or config}]", flush=True)
