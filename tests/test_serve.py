@@ -184,7 +184,7 @@ BAD_REQUESTS = [  # (method, path, body, status, what the error message says)
     ("POST", "/v1/completions", {"model": "gpt", "max_tokens": 5000}, 400, "max_tokens=5000 must be a whole number"),
     ("POST", "/v1/completions", {"model": "gpt", "max_tokens": 10.5}, 400, "max_tokens=10.5 must be a whole number"),
     ("POST", "/v1/completions", {"model": "gpt", "max_tokens": "10"}, 400, 'max_tokens="10" must be a whole number'),
-    ("POST", "/v1/completions", {"model": "gpt", "temperature": -1}, 400, "temperature=-1 must be a number from 0 to 2"),
+    ("POST", "/v1/completions", {"model": "gpt", "temperature": -1}, 400, "temperature=-1 must be a number from 0"),
     ("POST", "/v1/completions", {"model": "gpt", "temperature": 2.5}, 400, "temperature=2.5 must be a number"),
     ("POST", "/v1/completions", {"model": "gpt", "top_k": -1}, 400, "top_k=-1 must be a whole number >= 0"),
     ("POST", "/v1/completions", {"model": "gpt", "top_p": 0}, 400, "top_p=0 must be a number above 0 and at most 1"),
