@@ -59,26 +59,17 @@ def sample(text):
     """Stream num_samples continuations of text to stdout, each ending at its first end-of-text."""
     for _ in range(num_samples):
         print(text, end="", flush=True)
+        t0 = time.perf_counter()
         completion = common.Completion(model, enc, text, max_new_tokens, temperature, top_k or None, top_p, generator,
                                        use_cache)
-        t0 = time.perf_counter()
         with torch.no_grad(), common.autocast(device_type, dtype):
             for piece in completion:
                 print(piece, end="", flush=True)
-        print()
-        print("---------------")
-        print(f"({len(completion.tokens)} tokens, {len(completion.tokens) / (time.perf_counter() - t0):.1f} tokens/s)",
-              file=sys.stderr)
+        print("\n---------------")
+        n = len(completion.tokens)
+        print(f"({n} tokens, {n / (time.perf_counter() - t0):.1f} tokens/s)", file=sys.stderr)
         if check:
             checked.append((text + completion.text, check(text + completion.text)))
-
-
-def report_validity():
-    failed = [(i, text, reason) for i, (text, reason) in enumerate(checked) if reason is not None]
-    passed = len(checked) - len(failed)
-    print(f"validate {validate}: {passed}/{len(checked)} samples pass ({100 * passed / len(checked):.0f}%)")
-    for i, text, reason in failed[:3]:  # a few, to see what goes wrong
-        print(f"  sample {i + 1}: {reason}: {text[:100]!r}{'...' if len(text) > 100 else ''}")
 
 
 if start.startswith("FILE:"):
@@ -93,5 +84,9 @@ else:
     print("type a prompt and press Enter; an empty line quits")
     while (text := input("> ")) != "":
         sample(text)
-if check:
-    report_validity()
+if check:  # the share that passes, and a few that fail, to see what goes wrong
+    failed = [(i, text, reason) for i, (text, reason) in enumerate(checked) if reason is not None]
+    passed = len(checked) - len(failed)
+    print(f"validate {validate}: {passed}/{len(checked)} samples pass ({100 * passed / len(checked):.0f}%)")
+    for i, text, reason in failed[:3]:
+        print(f"  sample {i + 1}: {reason}: {text[:100]!r}{'...' if len(text) > 100 else ''}")
