@@ -15,6 +15,8 @@ SHARED_DATA = os.path.join(REPO, "..", "shared", "data")  # offline test data be
 # a model small enough that a training iteration takes milliseconds on a laptop CPU
 TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--eval_iters=2",
               "--device=cpu", "--dtype=float32", "--compile=False"]
+# tiny models on a busy CPU: a second thread costs more than it gives (threads that wait for each other's turn)
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run_script(script, *args, check=True, timeout=300, env=None, cwd=REPO):
@@ -86,10 +88,10 @@ for line in sys.stdin:
 class ForkServer:
     """run(script, *args) -> CompletedProcess, like run_script(..., check=False), from a forked child."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, env=None):
         self.workdir = workdir
         self.proc = subprocess.Popen([sys.executable, "-c", FORK_SERVER, REPO], cwd=REPO, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, env=env)
 
     def run(self, script, *args):
         out, err = os.path.join(self.workdir, "stdout"), os.path.join(self.workdir, "stderr")
@@ -107,7 +109,7 @@ class ForkServer:
 def train_gpt_and_bdh(dataset, folder, gpt_iters=60, bdh_iters=10):
     """Two tiny byte-level runs of dataset, folder/gpt and folder/bdh: what the tests of serve.py serve side by
     side. 60 iterations teach the GPT to end its stories with end-of-text; 10 leave BDH rambling on."""
-    forks = ForkServer(str(folder))
+    forks = ForkServer(str(folder), env=ONE_THREAD)
     for name, iters, args in (("gpt", gpt_iters, ["--learning_rate=1e-2"]),
                               ("bdh", bdh_iters, ["--model=bdh", "--mlp_internal_dim_multiplier=4"])):
         proc = forks.run("train.py", f"--dataset={dataset}", f"--out_dir={os.path.join(folder, name)}", *TINY_MODEL,
@@ -123,7 +125,7 @@ class ServeProcess:
     def __init__(self, *args, cwd=REPO):
         self.proc = subprocess.Popen([sys.executable, os.path.join(REPO, "serve.py"), "--port=0", "--device=cpu",
                                       "--dtype=float32", *args], cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, env=ONE_THREAD)
         self.lines = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stdout], daemon=True).start()
         self.port = int(re.search(r"at http://127\.0\.0\.1:(\d+) ", self.wait_for("serving ")).group(1))

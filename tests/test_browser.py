@@ -100,7 +100,7 @@ def test_the_page_streams_a_gpt_and_a_bdh_run_side_by_side(tiny_dataset, tmp_pat
 if __name__ == "__main__":
     runs, png = sys.argv[1], sys.argv[2]
     server = ServeProcess(f"--out_dir={runs}")
-    driver = open_browser(1280, 760)
+    driver = open_browser(1280, 560)
     try:
         settings = {"max_tokens": 300, "temperature": 0.8, "top_k": 200, "seed": 1337}
         print(generate_on_page(driver, server.port, "Once upon a time", settings, len(runs.split(","))))
