@@ -106,12 +106,12 @@ class ForkServer:
         self.proc.wait(timeout=30)
 
 
-def train_gpt_and_bdh(dataset, folder, gpt_iters=60, bdh_iters=10):
+def train_gpt_and_bdh(dataset, folder):
     """Two tiny byte-level runs of dataset, folder/gpt and folder/bdh: what the tests of serve.py serve side by
     side. 60 iterations teach the GPT to end its stories with end-of-text; 10 leave BDH rambling on."""
     forks = ForkServer(str(folder), env=ONE_THREAD)
-    for name, iters, args in (("gpt", gpt_iters, ["--learning_rate=1e-2"]),
-                              ("bdh", bdh_iters, ["--model=bdh", "--mlp_internal_dim_multiplier=4"])):
+    for name, iters, args in (("gpt", 60, ["--learning_rate=1e-2"]),
+                              ("bdh", 10, ["--model=bdh", "--mlp_internal_dim_multiplier=4"])):
         proc = forks.run("train.py", f"--dataset={dataset}", f"--out_dir={os.path.join(folder, name)}", *TINY_MODEL,
                          f"--max_iters={iters}", f"--eval_interval={iters}", *args)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ServeProcess, train_gpt_and_bdh
+from tests.helpers import ServeProcess
 
 try:
     from selenium import webdriver
@@ -73,18 +73,16 @@ def long_enough(server, model, prompt, settings, seed):
     return r["usage"]["completion_tokens"] >= 50
 
 
-def test_the_page_streams_a_gpt_and_a_bdh_run_side_by_side(tiny_dataset, tmp_path):
-    gpt, bdh = train_gpt_and_bdh(tiny_dataset, tmp_path, gpt_iters=2, bdh_iters=2)  # both ramble on: long streams
-    server = ServeProcess(f"--out_dir={gpt},{bdh}")
+def test_the_page_streams_a_gpt_and_a_bdh_run_side_by_side(tiny_server, tmp_path):
+    settings = {"max_tokens": 100, "temperature": 1.0, "top_k": 0, "top_p": 1}
+    settings["seed"] = next(seed for seed in range(20) if all(long_enough(tiny_server, model, "Lily", settings, seed)
+                                                              for model in ("gpt", "bdh")))
     driver = open_browser(1200, 800)
     try:
-        settings = {"max_tokens": 100, "temperature": 1.0, "top_k": 0, "top_p": 1}
-        settings["seed"] = next(seed for seed in range(20) if all(long_enough(server, model, "Lily", settings, seed)
-                                                                  for model in ("gpt", "bdh")))
-        shown = generate_on_page(driver, server.port, "Lily", settings, 2, before_click=WATCH_TEXT)
+        shown = generate_on_page(driver, tiny_server.port, "Lily", settings, 2, before_click=WATCH_TEXT)
         assert list(shown) == ["gpt", "bdh"]
         for model, (text, speed) in shown.items():
-            _, r = server.request("POST", "/v1/completions", {"model": model, "prompt": "Lily", **settings})
+            _, r = tiny_server.request("POST", "/v1/completions", {"model": model, "prompt": "Lily", **settings})
             assert text == "Lily" + r["choices"][0]["text"]
             n = r["usage"]["completion_tokens"]
             assert re.fullmatch(rf"{n} tokens, [\d.]+ tokens/s \((end of text|max tokens)\)", speed), speed
@@ -94,7 +92,6 @@ def test_the_page_streams_a_gpt_and_a_bdh_run_side_by_side(tiny_dataset, tmp_pat
         driver.save_screenshot(str(tmp_path / "page.png"))
     finally:
         driver.quit()
-        server.close()
 
 
 if __name__ == "__main__":

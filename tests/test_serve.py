@@ -11,23 +11,8 @@ import pytest
 import torch
 
 import common
-from tests.helpers import ONE_THREAD, ForkServer, ServeProcess, run_script, train_gpt_and_bdh
+from tests.helpers import ONE_THREAD, ForkServer, ServeProcess, run_script
 from tokenizer import ByteTokenizer
-
-
-@pytest.fixture(scope="module")
-def runs(tiny_dataset, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve")
-    (folder / "checks.py").write_text("def short(text):\n    return len(text) < 30\n")  # a user's own check
-    gpt, bdh = train_gpt_and_bdh(tiny_dataset, folder)
-    return {"folder": folder, "gpt": gpt, "bdh": bdh}
-
-
-@pytest.fixture(scope="module")
-def server(runs):
-    server = ServeProcess(f"--out_dir={runs['gpt']},{runs['bdh']}", "--validate=checks:short", cwd=runs["folder"])
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +23,13 @@ def forks(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def long_seeds(server):
+def long_seeds(tiny_server):
     """Seeds with which the (barely trained) BDH continues "Lily" for 150 tokens or more before end-of-text."""
-    lengths = {seed: server.request("POST", "/v1/completions", {"model": "bdh", "prompt": "Lily", "seed": seed,
-                                                                "max_tokens": 150})[1]["usage"]["completion_tokens"]
-               for seed in range(12)}
+    body = {"model": "bdh", "prompt": "Lily", "max_tokens": 150}
+    lengths = {}
+    for seed in range(12):
+        _, r = tiny_server.request("POST", "/v1/completions", {**body, "seed": seed})
+        lengths[seed] = r["usage"]["completion_tokens"]
     seeds = [seed for seed, n in lengths.items() if n == 150]
     assert len(seeds) >= 2, lengths
     return seeds
@@ -84,37 +71,37 @@ def sample_py(forks, out_dir, settings):
 # the API
 
 
-def test_models_lists_the_runs_with_their_parameters_and_iteration(server, runs):
-    status, models = server.request("GET", "/v1/models")
+def test_models_lists_the_runs_with_their_parameters_and_iteration(tiny_server, tiny_runs):
+    status, models = tiny_server.request("GET", "/v1/models")
     assert status == 200 and models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["gpt", "bdh"]  # the run folders' names
     for m in models["data"]:
-        model, ckpt, _ = common.load_model(runs[m["id"]])
+        model, ckpt, _ = common.load_model(tiny_runs[m["id"]])
         assert m["model_type"] == m["id"] and m["iter_num"] == ckpt["iter_num"] == (60 if m["id"] == "gpt" else 10)
         assert m["parameters"] == model.num_params() and m["model_args"] == ckpt["model_args"]
     assert models["validators"] == ["json", "python", "checks:short"]
 
 
 @pytest.mark.parametrize("model", ["gpt", "bdh"])
-def test_a_streamed_completion_is_sample_py_s_text_for_the_same_seed(model, server, runs, forks):
+def test_a_streamed_completion_is_sample_py_s_text_for_the_same_seed(model, tiny_server, tiny_runs, forks):
     settings = {"prompt": "The cat", "seed": 7, "max_tokens": 60, "temperature": 0.8, "top_k": 200, "top_p": 0.9}
-    chunks = stream(server.port, {"model": model, **settings, "stream_options": {"include_usage": True}})
+    chunks = stream(tiny_server.port, {"model": model, **settings, "stream_options": {"include_usage": True}})
     text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
-    expected, n_tokens = sample_py(forks, runs[model], settings)
+    expected, n_tokens = sample_py(forks, tiny_runs[model], settings)
     assert settings["prompt"] + text == expected
     assert len(chunks) > 10  # token by token, not all at the end
     assert chunks[-1]["usage"] == {"prompt_tokens": 7, "completion_tokens": n_tokens, "total_tokens": 7 + n_tokens}
     assert chunks[-2]["choices"][0]["finish_reason"] == ("length" if n_tokens == 60 else "stop")
     assert {c["id"] for c in chunks} == {chunks[0]["id"]} and chunks[0]["object"] == "text_completion"
-    status, whole = server.request("POST", "/v1/completions", {"model": model, **settings})  # not streamed
+    status, whole = tiny_server.request("POST", "/v1/completions", {"model": model, **settings})  # not streamed
     assert status == 200 and whole["choices"][0]["text"] == text
     assert whole["usage"] == chunks[-1]["usage"] and whole["object"] == "text_completion"
 
 
-def test_finish_reason_is_length_at_max_tokens_and_stop_at_end_of_text(server):
+def test_finish_reason_is_length_at_max_tokens_and_stop_at_end_of_text(tiny_server):
     ends = []
     for seed in range(10):
-        _, r = server.request("POST", "/v1/completions", {"model": "gpt", "prompt": "Tom", "max_tokens": 40,
+        _, r = tiny_server.request("POST", "/v1/completions", {"model": "gpt", "prompt": "Tom", "max_tokens": 40,
                                                           "seed": seed})
         ends.append((r["choices"][0]["finish_reason"], r["usage"]["completion_tokens"], r["choices"][0]["text"]))
     assert {reason for reason, _, _ in ends} == {"stop", "length"}, ends  # the GPT ends some stories that soon
@@ -122,13 +109,13 @@ def test_finish_reason_is_length_at_max_tokens_and_stop_at_end_of_text(server):
         assert (reason == "stop") == (n < 40) and "<|endoftext|>" not in text
 
 
-def test_two_concurrent_streams_take_turns_and_do_not_mix(server, long_seeds):
+def test_two_concurrent_streams_take_turns_and_do_not_mix(tiny_server, long_seeds):
     requests = [{"model": "bdh", "prompt": "Lily", "seed": seed, "max_tokens": 150} for seed in long_seeds[:2]]
-    alone = [server.request("POST", "/v1/completions", r)[1]["choices"][0]["text"] for r in requests]
+    alone = [tiny_server.request("POST", "/v1/completions", r)[1]["choices"][0]["text"] for r in requests]
     assert alone[0] != alone[1]
     events, first_arrived = [[], []], threading.Event()
-    threads = [threading.Thread(target=stream, args=(server.port, requests[0], events[0], first_arrived)),
-               threading.Thread(target=stream, args=(server.port, requests[1], events[1]))]
+    threads = [threading.Thread(target=stream, args=(tiny_server.port, requests[0], events[0], first_arrived)),
+               threading.Thread(target=stream, args=(tiny_server.port, requests[1], events[1]))]
     threads[0].start()
     first_arrived.wait(timeout=60)  # the second starts while the first streams
     threads[1].start()
@@ -140,30 +127,31 @@ def test_two_concurrent_streams_take_turns_and_do_not_mix(server, long_seeds):
     assert events[1][0][0] < events[0][-1][0]
 
 
-def test_a_client_that_disconnects_mid_stream_stops_its_generation(server, long_seeds):
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(tiny_server, long_seeds):
     body = {"model": "bdh", "prompt": "Lily", "seed": long_seeds[0], "max_tokens": 2048}
-    whole = server.request("POST", "/v1/completions", body)[1]["usage"]["completion_tokens"]  # 150 or more
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    whole = tiny_server.request("POST", "/v1/completions", body)[1]["usage"]["completion_tokens"]  # 150 or more
+    conn = http.client.HTTPConnection("127.0.0.1", tiny_server.port, timeout=60)
     conn.request("POST", "/v1/completions", json.dumps({**body, "stream": True}))
     response = conn.getresponse()
     assert response.readline().startswith(b"data: {")  # generation has begun
     response.close()  # the response holds the socket open too
     conn.close()
-    line = server.wait_for("client went away", timeout=60)
+    line = tiny_server.wait_for("client went away", timeout=60)
     assert int(line.split("bdh: ")[1].split(" tokens")[0]) < whole  # it stopped before the end it would have reached
-    status, r = server.request("POST", "/v1/completions", {"model": "bdh", "max_tokens": 3}, timeout=10)
+    status, r = tiny_server.request("POST", "/v1/completions", {"model": "bdh", "max_tokens": 3}, timeout=10)
     assert status == 200 and r["usage"]["completion_tokens"] == 3  # the server goes on
 
 
-def test_validate_checks_prompt_and_continuation(server, long_seeds):
+def test_validate_checks_prompt_and_continuation(tiny_server, long_seeds):
     short = {"model": "bdh", "prompt": "Lily", "max_tokens": 5, "seed": long_seeds[0], "validate": "checks:short"}
-    status, r = server.request("POST", "/v1/completions", short)
+    status, r = tiny_server.request("POST", "/v1/completions", short)
     assert status == 200 and r["choices"][0]["validation"] == {"check": "checks:short", "passed": True, "reason": None}
-    _, r = server.request("POST", "/v1/completions", {**short, "max_tokens": 40})  # 44 characters
+    _, r = tiny_server.request("POST", "/v1/completions", {**short, "max_tokens": 40})  # 44 characters
     assert r["choices"][0]["validation"] == {"check": "checks:short", "passed": False,
                                              "reason": "checks:short returned False"}
     for seed in range(3):
-        chunks = stream(server.port, {**short, "prompt": "[1, 2]", "validate": "json", "max_tokens": 1, "seed": seed})
+        chunks = stream(tiny_server.port, {**short, "prompt": "[1, 2]", "validate": "json", "max_tokens": 1,
+                                           "seed": seed})
         text = "".join(c["choices"][0]["text"] for c in chunks)
         try:
             json.loads("[1, 2]" + text)
@@ -207,20 +195,22 @@ BAD_REQUESTS = [  # (method, path, body, status, what the error message says)
 
 @pytest.mark.parametrize("method, path, body, status, message", BAD_REQUESTS,
                          ids=[f"{i}-{case[-1][:30]}" for i, case in enumerate(BAD_REQUESTS)])
-def test_a_bad_request_gets_a_4xx_and_a_json_error_saying_what_to_fix(method, path, body, status, message, server):
-    got, data = server.request(method, path, body)
+def test_a_bad_request_gets_a_4xx_and_a_json_error_saying_what_to_fix(method, path, body, status, message,
+                                                                     tiny_server):
+    got, data = tiny_server.request(method, path, body)
     assert got == status, data
     assert message in data["error"]["message"], data
     assert data["error"]["type"] == "invalid_request_error"
 
 
-def test_a_prompt_too_long_for_the_gpt_is_fine_for_bdh(server):
-    status, r = server.request("POST", "/v1/completions", {"model": "bdh", "prompt": LONG_PROMPT, "max_tokens": 3})
+def test_a_prompt_too_long_for_the_gpt_is_fine_for_bdh(tiny_server):
+    status, r = tiny_server.request("POST", "/v1/completions", {"model": "bdh", "prompt": LONG_PROMPT,
+                                                                "max_tokens": 3})
     assert status == 200 and r["usage"]["prompt_tokens"] == len(LONG_PROMPT) == 43
 
 
-def test_one_run_needs_no_model_name(runs):
-    server = ServeProcess(f"--out_dir={runs['gpt']}")
+def test_one_run_needs_no_model_name(tiny_runs):
+    server = ServeProcess(f"--out_dir={tiny_runs['gpt']}")
     try:
         status, r = server.request("POST", "/v1/completions", {"prompt": "Tom", "max_tokens": 4})
         assert status == 200 and r["model"] == "gpt" and r["usage"]["completion_tokens"] == 4
@@ -264,10 +254,10 @@ def printed_samples(stdout):
     return parts[:-1], parts[-1]
 
 
-def test_sample_validate_reports_the_share_that_passes_with_failing_examples(runs, forks, tmp_path):
+def test_sample_validate_reports_the_share_that_passes_with_failing_examples(tiny_runs, forks, tmp_path):
     (tmp_path / "ok.txt").write_text('{"a": [1, 2]}')
     (tmp_path / "cut.txt").write_text('{"a": [1, ')
-    base = [f"--out_dir={runs['gpt']}", "--device=cpu", "--max_new_tokens=0", "--num_samples=4", "--validate=json"]
+    base = [f"--out_dir={tiny_runs['gpt']}", "--device=cpu", "--max_new_tokens=0", "--num_samples=4", "--validate=json"]
     proc = forks.run("sample.py", *base, f"--start=FILE:{tmp_path / 'ok.txt'}")
     assert proc.returncode == 0 and printed_samples(proc.stdout)[1] == "validate json: 4/4 samples pass (100%)\n"
     proc = forks.run("sample.py", *base, f"--start=FILE:{tmp_path / 'cut.txt'}")
@@ -277,9 +267,9 @@ def test_sample_validate_reports_the_share_that_passes_with_failing_examples(run
                           "'{\"a\": [1, '" for i in (1, 2, 3)]  # a few, not all
 
 
-def test_sample_validate_with_a_function_of_the_user_s_own(runs, tmp_path):
+def test_sample_validate_with_a_function_of_the_user_s_own(tiny_runs, tmp_path):
     (tmp_path / "mycheck.py").write_text("def even(text):\n    return len(text) % 2 == 0\n")
-    proc = run_script("sample.py", f"--out_dir={runs['gpt']}", "--device=cpu", "--num_samples=8", "--start=Tom",
+    proc = run_script("sample.py", f"--out_dir={tiny_runs['gpt']}", "--device=cpu", "--num_samples=8", "--start=Tom",
                       "--max_new_tokens=40", "--temperature=1.5", "--validate=mycheck:even", cwd=tmp_path,
                       env=ONE_THREAD)
     samples, report = printed_samples(proc.stdout)
