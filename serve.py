@@ -55,8 +55,8 @@ UNSUPPORTED = {"n": 1, "best_of": 1, "echo": False, "logprobs": None, "stop": No
 generation_lock = threading.Lock()  # held for one token at a time
 
 
-class BadRequest(Exception):
-    """A request that can't be served: the HTTP status and a message saying what to fix."""
+class RequestError(Exception):
+    """A request that can't be served: the HTTP status (4xx: the client's to fix) and a message saying what to do."""
 
     def __init__(self, message, status=400, param=None):
         super().__init__(message)
@@ -83,42 +83,42 @@ def number(req, key, default, kind, ok, what):
         return default
     allowed = (int, float) if kind is float else int
     if isinstance(value, bool) or not isinstance(value, allowed) or not ok(value):
-        raise BadRequest(f"{key}={json.dumps(value)} must be {what}", param=key)
+        raise RequestError(f"{key}={json.dumps(value)} must be {what}", param=key)
     return kind(value)
 
 
 def parse_request(body):
-    """A completions request's settings, checked: a dict, or a BadRequest saying what to fix."""
+    """A completions request's settings, checked: a dict, or a RequestError saying what to fix."""
     try:
         req = json.loads(body)
     except ValueError as e:  # not JSON, or not UTF-8
-        raise BadRequest(f'the body is not valid JSON ({e}); send an object such as {{"prompt": "Once upon"}}')
+        raise RequestError(f'the body is not valid JSON ({e}); send an object such as {{"prompt": "Once upon"}}')
     if not isinstance(req, dict):
-        raise BadRequest('the body must be a JSON object such as {"prompt": "Once upon"}')
+        raise RequestError('the body must be a JSON object such as {"prompt": "Once upon"}')
     name = req.get("model")
     if name is None and len(runs) == 1:
         name = next(iter(runs))
     if name is None:
-        raise BadRequest(f"say which model: one of {', '.join(runs)}", param="model")
+        raise RequestError(f"say which model: one of {', '.join(runs)}", param="model")
     if not isinstance(name, str) or name not in runs:
-        raise BadRequest(f"unknown model {json.dumps(name)}; this server has {', '.join(runs)}", 404, "model")
+        raise RequestError(f"unknown model {json.dumps(name)}; this server has {', '.join(runs)}", 404, "model")
     for key, default in UNSUPPORTED.items():
         if req.get(key) not in (None, default, [], {}):
-            raise BadRequest(f"{key}={json.dumps(req[key])} is not supported here; leave it out", param=key)
+            raise RequestError(f"{key}={json.dumps(req[key])} is not supported here; leave it out", param=key)
     prompt = req.get("prompt", "")
     if isinstance(prompt, list) and len(prompt) == 1:  # a batch of one, as some clients send
         prompt = prompt[0]
     if not isinstance(prompt, str):
-        raise BadRequest("prompt must be a string (empty starts a new document)", param="prompt")
+        raise RequestError("prompt must be a string (empty starts a new document)", param="prompt")
     stream = req.get("stream", False)
     if not isinstance(stream, bool):
-        raise BadRequest(f"stream={json.dumps(stream)} must be true or false", param="stream")
+        raise RequestError(f"stream={json.dumps(stream)} must be true or false", param="stream")
     options = req.get("stream_options") or {}
     if not (isinstance(options, dict) and isinstance(options.get("include_usage", False), bool)):
-        raise BadRequest('stream_options must look like {"include_usage": true}', param="stream_options")
+        raise RequestError('stream_options must look like {"include_usage": true}', param="stream_options")
     check = req.get("validate")
     if check is not None and not (isinstance(check, str) and check in validators):
-        raise BadRequest(f"validate={json.dumps(check)}: use one of {', '.join(validators)}", param="validate")
+        raise RequestError(f"validate={json.dumps(check)}: use one of {', '.join(validators)}", param="validate")
     return {"model": name, "prompt": prompt, "stream": stream, "validate": check,
             "include_usage": options.get("include_usage", False),
             "max_tokens": number(req, "max_tokens", max_tokens, int, lambda v: 1 <= v <= max_tokens_limit,
@@ -140,34 +140,34 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, {"object": "list", "data": [run["info"] for run in runs.values()],
                                  "validators": list(validators)})
         elif path == "/v1/completions":
-            self.send_error_json(BadRequest("use POST /v1/completions", 405))
+            self.send_error_json(RequestError("use POST /v1/completions", 405))
         else:
-            self.send_error_json(BadRequest(f"no page {path}; try / or GET /v1/models", 404))
+            self.send_error_json(RequestError(f"no page {path}; try / or GET /v1/models", 404))
 
     def do_POST(self):
         self.streaming = False
         try:
             if urlsplit(self.path).path != "/v1/completions":
-                raise BadRequest(f"no endpoint POST {urlsplit(self.path).path}; use POST /v1/completions", 404)
+                raise RequestError(f"no endpoint POST {urlsplit(self.path).path}; use POST /v1/completions", 404)
             req = parse_request(self.read_body())
             with torch.no_grad(), common.autocast(device_type, dtype):
                 self.complete(req)
-        except BadRequest as e:
+        except RequestError as e:
             self.send_error_json(e)
         except Exception as e:  # a bug, or out of memory: this request fails, the server goes on
             traceback.print_exc()
             self.close_connection = True
             if not self.streaming:
-                self.send_error_json(BadRequest(f"{type(e).__name__}: {e}", 500))
+                self.send_error_json(RequestError(f"{type(e).__name__}: {e}", 500))
 
     def read_body(self):
         length = self.headers.get("Content-Length", "")
         if not length.isdigit():
             self.close_connection = True  # a body we don't read would be taken for the next request
-            raise BadRequest("send the body with a Content-Length header", 411)
+            raise RequestError("send the body with a Content-Length header", 411)
         if int(length) > MAX_BODY:
             self.close_connection = True
-            raise BadRequest(f"the body is {int(length):,} bytes, more than the {MAX_BODY:,} this server reads", 413)
+            raise RequestError(f"the body is {int(length):,} bytes, more than the {MAX_BODY:,} this server reads", 413)
         return self.rfile.read(int(length))
 
     def complete(self, req):
@@ -179,9 +179,10 @@ class Handler(BaseHTTPRequestHandler):
             generator.manual_seed(req["seed"])
         completion = common.Completion(run["model"], run["enc"], req["prompt"], req["max_tokens"],
                                        req["temperature"], req["top_k"] or None, req["top_p"], generator)
-        if run["block_size"] and len(completion.prompt_tokens) > run["block_size"]:
-            raise BadRequest(f"the prompt is {len(completion.prompt_tokens)} tokens, but {req['model']} reads at most "
-                             f"{run['block_size']} (its block_size): shorten it", param="prompt")
+        n_prompt = len(completion.prompt_tokens)
+        if run["block_size"] and n_prompt > run["block_size"]:
+            raise RequestError(f"the prompt is {n_prompt} tokens, but {req['model']} reads at most {run['block_size']} "
+                               "(its block_size): shorten it", param="prompt")
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": req["model"]}
         t0 = time.perf_counter()
@@ -248,6 +249,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")  # the client must not send its next request on this one
         self.end_headers()
         self.wfile.write(body)
 
@@ -321,8 +324,8 @@ if __name__ == "__main__":
         page = f.read()
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: --host={host}: anyone who can reach this machine can use its models (no authentication)")
-    print(f"serving {', '.join(runs)} at http://{host}:{server.server_port} (Ctrl-C stops)", flush=True)
     try:
+        print(f"serving {', '.join(runs)} at http://{host}:{server.server_port} (Ctrl-C stops)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopped")

@@ -4,6 +4,7 @@ which checks samples as the server's validate field does."""
 
 import http.client
 import json
+import socket
 import threading
 import time
 
@@ -201,6 +202,20 @@ def test_a_bad_request_gets_a_4xx_and_a_json_error_saying_what_to_fix(method, pa
     assert got == status, data
     assert message in data["error"]["message"], data
     assert data["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("header, status, message", [
+    ("", 411, "send the body with a Content-Length header"),
+    ("Content-Length: 2000000\r\n", 413, "the body is 2,000,000 bytes, more than the 1,048,576 this server reads"),
+])
+def test_a_body_of_unknown_or_excessive_length_is_refused_unread(header, status, message, tiny_server):
+    with socket.create_connection(("127.0.0.1", tiny_server.port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\n{header}\r\n".encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == status
+        assert json.loads(response.read())["error"]["message"] == message
+        assert response.getheader("Connection") == "close"  # what the client sends next is not a request
 
 
 def test_a_prompt_too_long_for_the_gpt_is_fine_for_bdh(tiny_server):
