@@ -1,9 +1,14 @@
-"""Fixtures for test_smoke.py and tests/: a tiny prepared dataset that needs no generator, download or tokenizer."""
+"""Fixtures for test_smoke.py and tests/: a tiny prepared dataset that needs no generator, download or tokenizer;
+a tiny GPT run and a tiny BDH run of it, and serve.py serving both."""
 
+import fcntl
 import json
+import os
 
 import numpy as np
 import pytest
+
+from tests.helpers import ServeProcess, train_gpt_and_bdh
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +26,30 @@ def tiny_dataset(tmp_path_factory):
         meta[f"{split}_documents"] = n_docs
     (folder / "meta.json").write_text(json.dumps(meta))
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_dataset, tmp_path_factory):
+    """{"gpt": path, "bdh": path}: two runs trained once per session, shared by xdist's workers (the first to come
+    trains them while the others wait)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # this session's folder, above each worker's own
+    folder = shared / "tiny_runs"
+    with open(shared / "tiny_runs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "trained").exists():
+            folder.mkdir(exist_ok=True)
+            train_gpt_and_bdh(tiny_dataset, folder)
+            (folder / "trained").touch()
+    return {"gpt": str(folder / "gpt"), "bdh": str(folder / "bdh")}
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_runs, tmp_path_factory):
+    """serve.py serving tiny_runs on a free port, with a check of a user's own beside the defaults: checks:short."""
+    folder = tmp_path_factory.mktemp("serve")
+    (folder / "checks.py").write_text("def short(text):\n    return len(text) < 30\n")
+    server = ServeProcess(f"--out_dir={tiny_runs['gpt']},{tiny_runs['bdh']}", "--validate=checks:short", cwd=folder)
+    yield server
+    server.close()

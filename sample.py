@@ -4,10 +4,13 @@ Generate text from a trained model, using only what train.py wrote to out_dir (c
     python sample.py --out_dir=out-demo --start="Once upon a time" --num_samples=3 --max_new_tokens=300
     python sample.py --out_dir=out-demo --start=FILE:prompt.txt
     python sample.py --out_dir=out-demo --interactive=True       # type prompts; the model stays loaded
+    python sample.py --out_dir=out-json --start='{"name":' --num_samples=100 --validate=json  # share that parse
 
 Tokens are printed as they are generated, one sample after another; a sample ends at end-of-text or after
 max_new_tokens. GPT decodes with a KV cache, BDH with its recurrent state (use_cache=False recomputes the whole
-context for every token: the same tokens, slower). The speed of each sample goes to stderr.
+context for every token: the same tokens, slower). The speed of each sample goes to stderr. --validate checks each
+sample (the prompt and its continuation) with json, python or your module:function, then reports the share that
+passes and a few that fail.
 """
 
 import sys
@@ -31,6 +34,7 @@ top_k = 200  # keep only the k most likely tokens (0: all)
 top_p = 1.0  # nucleus sampling: keep the smallest set of tokens whose probability reaches top_p
 seed = 1337
 use_cache = True  # GPT: KV cache, BDH: recurrent state; False recomputes the context for every token
+validate = ""  # json, python or module:function: report the share of samples that pass this check
 device = "auto"
 dtype = "auto"
 # -----------------------------------------------------------------------------
@@ -39,6 +43,7 @@ config = configure(globals())
 check_values(config, positive=("num_samples",), non_negative=("max_new_tokens", "temperature", "top_k"))
 if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
     raise ValueError(f"--top_p={top_p!r} must be above 0 and at most 1")
+check = common.validator(validate) if validate else None
 
 device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
 model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
@@ -47,28 +52,24 @@ print(f"loaded {ckpt['path']} (iteration {ckpt['iter_num']}, {ckpt['model_type']
       f"{model.num_params() / 1e6:.2f}M parameters)")
 
 generator = torch.Generator(device=device).manual_seed(seed)
+checked = []  # --validate: (sample, the reason it fails or None)
 
 
 def sample(text):
     """Stream num_samples continuations of text to stdout, each ending at its first end-of-text."""
-    prompt = enc.encode(text) if text else [enc.eot_token]
-    x = torch.tensor([prompt], dtype=torch.long, device=device)
     for _ in range(num_samples):
         print(text, end="", flush=True)
-        new, shown, t0 = [], "", time.perf_counter()
+        t0 = time.perf_counter()
+        completion = common.Completion(model, enc, text, max_new_tokens, temperature, top_k or None, top_p, generator,
+                                       use_cache)
         with torch.no_grad(), common.autocast(device_type, dtype):
-            for token in model.generate_stream(x, max_new_tokens, temperature, top_k or None, top_p, generator,
-                                               use_cache):
-                if token.item() == enc.eot_token:  # a story ends at end-of-text
-                    break
-                new.append(token.item())
-                out = enc.decode(new)
-                if not out.endswith("\ufffd"):  # else wait: a character's bytes are split across tokens
-                    print(out[len(shown):], end="", flush=True)
-                    shown = out
-        print(enc.decode(new)[len(shown):])
-        print("---------------")
-        print(f"({len(new)} tokens, {len(new) / (time.perf_counter() - t0):.1f} tokens/s)", file=sys.stderr)
+            for piece in completion:
+                print(piece, end="", flush=True)
+        print("\n---------------")
+        n = len(completion.tokens)
+        print(f"({n} tokens, {n / (time.perf_counter() - t0):.1f} tokens/s)", file=sys.stderr)
+        if check:
+            checked.append((text + completion.text, check(text + completion.text)))
 
 
 if start.startswith("FILE:"):
@@ -83,3 +84,9 @@ else:
     print("type a prompt and press Enter; an empty line quits")
     while (text := input("> ")) != "":
         sample(text)
+if check:  # the share that passes, and a few that fail, to see what goes wrong
+    failed = [(i, text, reason) for i, (text, reason) in enumerate(checked) if reason is not None]
+    passed = len(checked) - len(failed)
+    print(f"validate {validate}: {passed}/{len(checked)} samples pass ({100 * passed / len(checked):.0f}%)")
+    for i, text, reason in failed[:3]:
+        print(f"  sample {i + 1}: {reason}: {text[:100]!r}{'...' if len(text) > 100 else ''}")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -111,6 +112,18 @@ def uint32_view(tmp):
             f.truncate(os.path.getsize(path) // 4 * 4)
 
 
+LISTENING = []  # sockets that keep their ports busy until the tests end
+
+
+def busy_port(tmp):
+    """A config file setting port to one that another program listens on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    LISTENING.append(sock)
+    (tmp / "busy.py").write_text(f"port = {sock.getsockname()[1]}\n")
+
+
 ALL_CHECKPOINTS = ("run/ckpt.pt", "run/ckpt_2.pt", "run/ckpt_4.pt", "run/best.pt")
 
 # -----------------------------------------------------------------------------
@@ -121,6 +134,7 @@ TRAIN = ["--dataset={tmp}/data", "--out_dir={tmp}/new", *TINY_MODEL, "--max_iter
 RESUME = ["--dataset={tmp}/data", "--out_dir={tmp}/run", *TINY_MODEL, "--max_iters=8", "--init_from=resume"]
 SAMPLE = ["--out_dir={tmp}/run", "--device=cpu", "--max_new_tokens=5", "--num_samples=1"]
 EVAL = ["--out_dir={tmp}/run", "--device=cpu"]
+SERVE = ["--out_dir={tmp}/run", "--device=cpu", "--port=0"]  # each case fails before serving
 BENCH = ["--dataset={tmp}/data", "--device=cpu", "--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16",
          "--batch_size=2", "--warmup_steps=0", "--timed_steps=1", "--generate_tokens=2"]
 TEXT = "Once upon a time there was a cat.\n<|endoftext|>\nThe dog ran home.\n<|endoftext|>\n" * 50
@@ -228,6 +242,26 @@ CASES = {
         (["--start=FILE:{tmp}/p.txt"], write("p.txt", b"\xff\xfe\x00bad"), "can't read the prompt"),
         (["--temprature=0.5"], None, "did you mean temperature"),
         (["--device=cuda:7"], None, "--device=cuda:7 but no CUDA GPU is visible"),
+        (["--validate=xml"], None, "--validate='xml': use json, python or module:function"),
+        (["--validate=no_such_module:check"], None, "can't import no_such_module (ModuleNotFoundError"),
+        (["--validate=json:nope"], None, "--validate=json:nope: json has no function nope"),
+    ],
+    "serve": [
+        (["--out_dir={tmp}/nope"], None, "no checkpoint at"),
+        ([], truncate("run/ckpt.pt"), "ckpt.pt is damaged or not a checkpoint"),
+        ([], remove("run/meta.json"), "meta.json is missing"),
+        (["--out_dir={tmp}/run,{tmp}/run"], None, "--out_dir names two runs called 'run'"),
+        (["--out_dir=,"], None, "--out_dir names no run"),
+        (["--port=70000"], None, "--port=70000 must be a whole number from 0 to 65535"),
+        (["--port=-1"], None, "--port=-1 must be a whole number from 0 to 65535"),
+        (["--port=http"], None, "--port='http' is text, but port takes a whole number"),
+        (["{tmp}/busy.py"], busy_port, "on 127.0.0.1 is in use; choose another --port (0: any free one)"),
+        (["--host="], None, "--host='' would listen on every network interface"),
+        (["--max_tokens=0"], None, "--max_tokens=0 must be a number > 0"),
+        (["--max_tokens=5000"], None, "--max_tokens=5000 is above --max_tokens_limit=2048"),
+        (["--validate=no_such_module:check"], None, "can't import no_such_module"),
+        (["--prot=8000"], None, "unknown config key 'prot'; did you mean port"),
+        (["--device=cuda"], None, "no CUDA GPU is visible"),
     ],
     "eval": [
         ([], truncate("run/ckpt.pt"), "ckpt.pt is damaged or not a checkpoint"),
@@ -267,7 +301,8 @@ CASES = {
         (["--n_layer=2.5"], None, "--n_layer=2.5 is a number, but n_layer takes a whole number"),
     ],
 }
-BASE = {"train": TRAIN, "resume": RESUME, "sample": SAMPLE, "eval": EVAL, "prepare": PREPARE, "bench": BENCH}
+BASE = {"train": TRAIN, "resume": RESUME, "sample": SAMPLE, "eval": EVAL, "prepare": PREPARE, "bench": BENCH,
+        "serve": SERVE}
 PARAMS = [pytest.param(kind, args, setup, needle, id=f"{kind}-{i}-{needle[:40]}")
           for kind, cases in CASES.items() for i, (args, setup, needle) in enumerate(cases)]
 
@@ -307,5 +342,5 @@ def test_the_fork_server_answers_as_a_real_process_does(kind, args, setup, needl
 
 def test_the_catalogue_covers_every_script():
     counts = {kind: len(cases) for kind, cases in CASES.items()}
-    assert set(counts) == {"train", "resume", "sample", "eval", "prepare", "bench"}, counts
+    assert set(counts) == {"train", "resume", "sample", "eval", "prepare", "bench", "serve"}, counts
     assert min(n for kind, n in counts.items() if kind != "resume") >= 10, counts
