@@ -111,8 +111,8 @@ config = configure(globals())
 check_values(config, positive=("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval",
                                "eval_iters", "log_interval", "max_skipped_steps"),
              non_negative=("total_batch_size", "max_iters", "learning_rate", "min_lr", "warmup_iters",
-                           "lr_decay_iters", "weight_decay", "muon_learning_rate", "grad_clip", "keep_checkpoints", "checkpoint_minutes",
-                           "max_minutes", "early_stopping_patience", "peak_flops"),
+                           "lr_decay_iters", "weight_decay", "muon_learning_rate", "grad_clip", "keep_checkpoints",
+                           "checkpoint_minutes", "max_minutes", "early_stopping_patience", "peak_flops"),
              fractions=("beta1", "beta2", "muon_momentum"))
 for key, value, choices in (("optimizer", optimizer, ("adamw", "muon")), ("sampling", sampling, common.SAMPLING),
                             ("lr_schedule_over", lr_schedule_over, ("iters", "time"))):

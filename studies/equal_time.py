@@ -44,6 +44,7 @@ dataset = "data/shakespeare_char"
 config = "config/shakespeare_char.py"  # the variants' base (nanoGPT's shape); variants override it
 variants = "base,modern,muon,epoch,curriculum,all"  # names from VARIANTS, or name=--key=value;--key=value
 reference_iters = 2000  # nanoGPT's iterations: their wall time is every variant's budget
+reference_run = True  # train nanoGPT for its val loss (False: time it only, to set the variants' iterations)
 fraction = 1.0  # give each variant this share of that time (0.25: "nanoGPT's loss in a quarter of its time")
 timing_steps = 300  # per variant, taken in turn
 out_root = "out-study"
@@ -239,10 +240,12 @@ if __name__ == "__main__":
     ratio = {name: t / times["nanogpt"] for name, t in times.items()}
     for name in times:
         print(f"  {name:<12} {times[name]:7.2f} ms/iter, {ratio[name]:.3f}x nanoGPT's")
-    model, seconds = nanogpt_run(data_dir, meta, reference_iters)
-    results = {"nanogpt": {"iters": reference_iters, "seconds": round(seconds, 1),
-                           "val_loss": round(nanogpt_val_loss(model, data_dir), 4)}}
-    print(f"nanogpt: {reference_iters} iterations in {seconds:.1f} s, val loss {results['nanogpt']['val_loss']:.4f}")
+    results = {}
+    if reference_run:
+        model, seconds = nanogpt_run(data_dir, meta, reference_iters)
+        results["nanogpt"] = {"iters": reference_iters, "seconds": round(seconds, 1),
+                              "val_loss": round(nanogpt_val_loss(model, data_dir), 4)}
+        print(f"nanogpt: {reference_iters} iterations in {seconds:.1f} s, val loss {results['nanogpt']['val_loss']:.4f}")
     for name, args in runs.items():
         iters = max(1, round(fraction * reference_iters / ratio[name]))
         out = os.path.join(out_root, name + (f"_{fraction}" if fraction != 1 else ""))
@@ -254,7 +257,8 @@ if __name__ == "__main__":
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
-        results[name] = {"iters": iters, "ratio": round(ratio[name], 3), "seconds": round(time.time() - t0, 1), "val_loss": round(val_loss(out), 4),
+        results[name] = {"iters": iters, "ratio": round(ratio[name], 3), "seconds": round(time.time() - t0, 1),
+                         "val_loss": round(val_loss(out), 4),
                          "args": args}
         print(f"{name}: {iters} iterations ({ratio[name]:.3f}x nanoGPT's time each), val loss "
               f"{results[name]['val_loss']:.4f}  [{' '.join(args) or config}]", flush=True)

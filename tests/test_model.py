@@ -394,7 +394,7 @@ def test_the_loss_sees_only_the_real_vocabulary(variant):
     idx = torch.randint(65, (4, 16), generator=torch.Generator().manual_seed(0))
     targets = torch.randint(65, (4, 16), generator=torch.Generator().manual_seed(1))
     logits, loss = model(idx, targets)
-    assert logits.size(-1) == 128
+    assert logits.size(-1) == 128 and (logits[..., 65:] == float("-inf")).all()
     expected = torch.nn.functional.cross_entropy(logits[..., :65].reshape(-1, 65), targets.view(-1))
     torch.testing.assert_close(loss, expected)
     assert abs(loss.item() - math.log(65)) < 0.05, loss.item()

@@ -231,6 +231,7 @@ def test_config_file_loads_and_trains_scaled_down(path, tiny_dataset, tmp_path, 
     scaled = ["--n_layer=1", "--n_head=2", "--n_embd=32"]
     scaled += ["--n_kv_head=1"] * ("n_kv_head" in set_keys) + ["--embedding_rank=8"] * ("embedding_rank" in set_keys)
     scaled += ["--mlp_internal_dim_multiplier=4"] * ("mlp_internal_dim_multiplier" in set_keys)
+    scaled += ["--block_size_schedule=8:0.5"] * ("block_size_schedule" in set_keys)  # stages that divide 32
     if "init_from" in set_keys:  # a fine-tune: a tiny local GPT-2 folder stands in for the hub's
         transformers = pytest.importorskip("transformers", reason="init_from needs transformers")
         cfg = transformers.GPT2Config(vocab_size=257, n_positions=32, n_embd=32, n_layer=1, n_head=2)
