@@ -282,12 +282,13 @@ class BatchLoader:
         self.batches_since_open = 0
         self.windows_drawn = 0
         self.epoch, self.position, self.buffer = 0, 0, []  # epoch and aligned: where this process is in its share
-        self.order = None
         if sampling == "aligned":
             self.doc_starts = self.find_documents()
             if len(self.doc_starts) < world_size:
                 raise ValueError(f"{path} holds {len(self.doc_starts)} documents, fewer than the {world_size} "
                                  "processes that share them: use --sampling=epoch or random")
+        if sampling != "random":
+            self.start_epoch()
 
     def find_documents(self):
         """Start offsets of the documents (after each end-of-text), read in slices: bounded memory."""
@@ -312,8 +313,6 @@ class BatchLoader:
 
     def next_window(self):
         """The start of the next window of the epoch's order."""
-        if self.order is None:
-            self.start_epoch()
         if self.position >= len(self.order):
             self.epoch, self.position = self.epoch + 1, 0
             self.start_epoch()
@@ -321,8 +320,7 @@ class BatchLoader:
         return int(self.order[self.position - 1])
 
     def next_document(self):
-        """(start, length) of the next document of the epoch's order, whole or its first window-sized piece (the
-        rest goes back to the buffer)."""
+        """(start, length) of the next document of the epoch's order."""
         i = self.next_window()
         end = self.doc_starts[i + 1] if i + 1 < len(self.doc_starts) else len(self.data)
         return int(self.doc_starts[i]), int(end - self.doc_starts[i])
@@ -331,8 +329,6 @@ class BatchLoader:
         """block_size + 1 tokens packed from whole documents, best fit first."""
         space, parts = self.block_size + 1, []
         while space:
-            if self.order is None:
-                self.start_epoch()
             # the buffer streams on across epochs: each document still comes once per epoch
             while len(self.buffer) < min(self.BUFFER_DOCS, len(self.order)):
                 self.add_to_buffer(*self.next_document())
@@ -373,7 +369,7 @@ class BatchLoader:
 
     def epochs(self):
         """Passes over the data so far, as a fraction (random: windows drawn times their length over the file)."""
-        if self.sampling == "random" or self.order is None:
+        if self.sampling == "random":
             return self.windows_drawn * self.block_size * self.world_size / len(self.data)
         return self.epoch + self.position / max(1, len(self.order))
 
@@ -389,8 +385,7 @@ class BatchLoader:
         self.windows_drawn = state.get("windows_drawn", 0)
         self.epoch, self.position = state.get("epoch", 0), state.get("position", 0)
         self.buffer = [list(b) for b in state.get("buffer", [])]
-        self.order = None
-        if self.sampling != "random":
+        if self.sampling != "random":  # the epoch's order, rebuilt from (seed, epoch)
             self.start_epoch()
 
 

@@ -61,8 +61,7 @@ def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, b
         x, y = window[:, :-1], window[:, 1:]  # the same shift as the batch loader: y[t] follows x[t]
         with ctx or torch.autocast("cpu", enabled=False):
             logits, _ = model(x.to(next(model.parameters()).device))
-        logits = logits[..., : len(byte_lengths)].float()  # the real vocabulary, as the training loss sees it
-        nats = torch.nn.functional.cross_entropy(logits.flatten(0, 1).cpu(), y.flatten(), reduction="none")
+        nats = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1).cpu(), y.flatten(), reduction="none")
         nbytes = byte_lengths[y.flatten()]
         total_nats += nats.sum().item()
         total_tokens += y.numel()

@@ -173,7 +173,7 @@ EVAL_SEED = 1234
 eval_paths = {"train": train_path, **common.eval_set_paths(eval_sets, data_dir, meta)}  # the first set after train:
 eval_loaders = {name: common.BatchLoader(path, meta, micro_batch, block_size, device, EVAL_SEED)  # val_loss
                 for name, path in eval_paths.items()}
-val_name = list(eval_paths)[1]
+val_name, *other_sets = list(eval_paths)[1:]  # val_loss's set, and those with a loss_<name> column each
 
 # model: its fields come from the config keys of the same name, vocab_size from the data
 model_args = {**pick_model_args(model, config), "vocab_size": meta["vocab_size"]}
@@ -280,9 +280,8 @@ wandb_config = None
 if wandb_log:
     wandb_config = {"project": wandb_project, "name": wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
                     "config": config}
-other_sets = [f"loss_{name}" for name in list(eval_paths)[2:]]  # a log column per eval set after the first
 run_log = common.RunLog(out_dir, init_from == "resume", tensorboard_log, wandb_config, enabled=master_process,
-                        extra_columns=other_sets)
+                        extra_columns=[f"loss_{name}" for name in other_sets])
 
 
 @torch.no_grad()
@@ -371,9 +370,9 @@ def evaluate():
     if always_save_checkpoint:
         save("ckpt.pt")  # before eval: an error during eval must not lose the training since the last save
     losses = estimate_loss()
-    others = "".join(f", {name} loss {losses[name]:.4f}" for name in list(eval_paths)[2:])
+    others = "".join(f", {name} loss {losses[name]:.4f}" for name in other_sets)
     say(f"eval {iter_num}: train loss {losses['train']:.4f}, {val_name} loss {losses[val_name]:.4f}{others}")
-    run_log.write(iter_num, val_loss=losses[val_name], **{f"loss_{n}": losses[n] for n in list(eval_paths)[2:]})
+    run_log.write(iter_num, val_loss=losses[val_name], **{f"loss_{n}": losses[n] for n in other_sets})
     if losses[val_name] >= best_val_loss:
         evals_without_improvement += 1
         return
