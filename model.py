@@ -111,6 +111,10 @@ class LanguageModel(nn.Module):
         """Extra numbers of the last forward for the training log: none by default."""
         return {}
 
+    def metric_names(self):
+        """The keys metrics() returns, known before any forward: the training log's columns."""
+        return []
+
     def num_params(self, non_embedding=False):
         """Parameters, each shared tensor counted once. non_embedding leaves out the token and position tables and
         the head (a factorized embedding's projections are embedding parameters too)."""
@@ -530,7 +534,8 @@ class BDH(LanguageModel):
         self.lm_head = TokenEmbedding(V, D, config.embedding_rank)  # untied, used through unembed(): D -> V
         self.attention_form = "auto"
         self.chunk_size = self.CHUNK_SIZE
-        self.activity = None  # active neurons in the last forward, see metrics()
+        self.activity = None  # (n_layer, 2, nh): fractions of active neurons in the last forward, see metrics()
+        self.neuron_hook = None  # hook(layer, x_sparse, y_sparse) sees every layer's neurons (eval.py --neurons)
 
     def forward(self, idx, targets=None, cache=None):
         c = self.config
@@ -538,30 +543,33 @@ class BDH(LanguageModel):
         pos = 0 if cache is None else cache.pos
         rope = rope_cos_sin(torch.arange(pos, pos + T, device=idx.device), c.N, BDH_ROPE_THETA)  # (T, N) each
         x = ln(self.embed(idx)).unsqueeze(1)  # (B, 1, T, D)
-        active = 0
+        active = []
         for i in range(c.n_layer):
             if c.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, counts = checkpoint(self.layer, x, rope, use_reentrant=False)
+                x, counts = checkpoint(self.layer, x, rope, None, i, use_reentrant=False)
             else:
                 x, counts = self.layer(x, rope, cache, i)
-            active = active + counts
+            active.append(counts)
         if cache is not None:
             cache.pos += T
-        self.activity = active / (c.n_layer * B * c.n_head * T * c.N)
+        self.activity = torch.stack(active).detach() / (B * T * c.N)  # (n_layer, 2, nh)
         logits = mask_padding(self.lm_head.unembed(x.squeeze(1)), self.config.vocab_size)  # (B, T, padded_vocab)
         return logits, next_token_loss(logits, targets)
 
     def layer(self, x, rope, cache=None, i=0):
-        """One layer (the i-th, for the cache). Returns x and the counts of active neurons in x_sparse, y_sparse."""
+        """One layer (the i-th, for the cache). Returns x and the counts of active neurons in x_sparse and y_sparse
+        per head, (2, nh)."""
         nh, N, D = self.config.n_head, self.config.N, self.config.n_embd
         x_sparse = F.relu(x @ self.encoder)  # (B, nh, T, N): positive, sparse neuron activations
         yKV = self.attention(x_sparse, x, rope, cache, i)  # (B, nh, T, D)
         y_sparse = F.relu(ln(yKV) @ self.encoder_v)  # (B, nh, T, N)
+        if self.neuron_hook is not None:
+            self.neuron_hook(i, x_sparse, y_sparse)
         xy_sparse = self.drop(x_sparse * y_sparse)  # (B, nh, T, N): the gate
         # D_x as nh slices (N, D) summed over heads: the same as concatenating the heads, without copying xy_sparse
         yMLP = (xy_sparse @ self.decoder.view(nh, N, D)).sum(dim=1, keepdim=True)  # (B, 1, T, D)
         x = ln(x + ln(yMLP))
-        return x, torch.stack((x_sparse.count_nonzero(), y_sparse.count_nonzero()))
+        return x, torch.stack((x_sparse.count_nonzero(dim=(0, 2, 3)), y_sparse.count_nonzero(dim=(0, 2, 3))))
 
     def attention(self, x_sparse, x, rope, cache=None, i=0):
         """yKV (B, nh, T, D). Unnormalised scores summed over T overflow fp16 (max 65504), so under fp16 this runs
@@ -583,12 +591,20 @@ class BDH(LanguageModel):
         return self.attention_form == "chunked"
 
     def metrics(self):
-        """The fractions of active (positive) neurons in x_sparse and y_sparse in the last forward, over layers,
-        heads and positions. Detached 0-dim tensors: logging them (.item()) is the only device sync. The paper
-        reports about 5% once trained; a fresh model fires about half."""
+        """The fractions of active (positive) neurons in x_sparse and y_sparse in the last forward: over all layers,
+        heads and positions (x_active, y_active), and per layer (x_active_l0...). Detached 0-dim tensors: logging
+        them (.item()) is the only device sync. The paper reports about 5% once trained; a fresh model fires about
+        half. Per head: self.activity, (n_layer, 2, nh)."""
         if self.activity is None:
             return {}
-        return {"x_active": self.activity[0], "y_active": self.activity[1]}
+        a = self.activity.mean(dim=2)  # (n_layer, 2)
+        out = {"x_active": a[:, 0].mean(), "y_active": a[:, 1].mean()}
+        for i in range(len(a)):
+            out[f"x_active_l{i}"], out[f"y_active_l{i}"] = a[i]
+        return out
+
+    def metric_names(self):
+        return ["x_active", "y_active"] + [f"{v}_active_l{i}" for i in range(self.config.n_layer) for v in "xy"]
 
     def embedding_modules(self):
         return [self.embed, self.lm_head]

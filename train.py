@@ -281,7 +281,7 @@ if wandb_log:
     wandb_config = {"project": wandb_project, "name": wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
                     "config": config}
 run_log = common.RunLog(out_dir, init_from == "resume", tensorboard_log, wandb_config, enabled=master_process,
-                        extra_columns=[f"loss_{name}" for name in other_sets])
+                        extra_columns=[f"loss_{name}" for name in other_sets] + raw_model.metric_names())
 
 
 @torch.no_grad()

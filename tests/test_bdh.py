@@ -118,11 +118,33 @@ def test_activity_is_reported_as_detached_fractions():
     idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
     _, loss = model(idx, idx)
     act = model.metrics()
-    assert set(act) == {"x_active", "y_active"}
+    assert set(act) == set(model.metric_names()) == {"x_active", "y_active", "x_active_l0", "y_active_l0",
+                                                     "x_active_l1", "y_active_l1"}
     for frac in act.values():
         assert frac.dim() == 0 and not frac.requires_grad and 0.0 < frac.item() <= 1.0
     # x_sparse = ReLU(x E) of a fresh model: about half of the neurons are positive
     assert 0.3 < act["x_active"].item() < 0.7
+
+
+def test_activity_per_layer_and_head_agrees_with_a_direct_count():
+    model = tiny_bdh()
+    model.eval()
+    idx = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(5))
+    seen = {}
+    model.neuron_hook = lambda i, xs, ys: seen.update({i: (xs.detach().clone(), ys.detach().clone())})
+    model(idx)
+    assert model.activity.shape == (2, 2, 2)  # (n_layer, x and y, nh)
+    for i, (xs, ys) in seen.items():
+        for j, t in enumerate((xs, ys)):  # (B, nh, T, N)
+            direct = torch.tensor([[(t[b, h] > 0).sum().item() for b in range(3)] for h in range(2)]).sum(1)
+            assert torch.allclose(model.activity[i, j], direct / (3 * 16 * model.config.N))
+    # layer 0's x_sparse, by hand from the weights: the hook saw the model's real neurons
+    x = torch.nn.functional.layer_norm(model.embed(idx), (32,)).unsqueeze(1)
+    assert torch.allclose(seen[0][0], torch.relu(x @ model.encoder), atol=1e-6)
+    m = model.metrics()
+    assert torch.allclose(m["y_active_l1"], model.activity[1, 1].mean())
+    assert torch.allclose(m["x_active"], model.activity[:, 0].mean())
+    assert model.activity[0, 0, 0] != model.activity[0, 0, 1]  # heads differ, so a per-head mix-up would show
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
