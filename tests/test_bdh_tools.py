@@ -74,7 +74,8 @@ def test_neuron_report_counts_what_the_layers_fire(tiny_runs, tiny_dataset):
         for c in s["contexts"]:  # each context's token, run again in its window, drives the neuron that much
             p = c["position"]
             assert c["text"] == enc.decode([int(tokens[p])])
-            assert c["before"] == enc.decode(tokens[max(0, p - eval_reports.CONTEXT_TOKENS) : p].tolist())[-40:]
+            before = enc.decode(tokens[max(0, p - eval_reports.CONTEXT_TOKENS) : p].tolist())
+            assert c["before"] == before[-eval_reports.CONTEXT_CHARS :]
             window = torch.from_numpy(tokens[p // T * T : p // T * T + T].astype(np.int64))[None]
             again = record_neurons(model, window)[layer][0][0, head, p % T, n].item()
             assert again == pytest.approx(c["activation"], rel=1e-5) and again > 0
