@@ -178,6 +178,7 @@ if __name__ == "__main__":
             torch.manual_seed(seed)
             net = create_model(name, {**DEFAULT_SHAPES[name], **pick_model_args(name, config)}).to(device)
             if name == "bdh":
+                net.track_activity = False  # as train.py's steps between log lines
                 net.attention_form = attention_form
                 net.chunk_size = chunk_size or net.chunk_size
             (optimizer,) = net.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)

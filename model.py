@@ -576,6 +576,7 @@ class BDH(LanguageModel):
         self.chunk_size = self.CHUNK_SIZE
         self.activity = None  # (n_layer, 2, nh): fractions of active neurons in the last forward, see metrics()
         self.neuron_hook = None  # hook(layer, x_sparse, y_sparse) sees every layer's neurons (eval.py --neurons)
+        self.track_activity = True  # count active neurons (two passes a layer): train.py asks only when it logs
 
     # Inside the layers activations are heads first, (nh, B, T, N): every weight product is then one matrix product
     # per head over all B * T positions, and the attention one per (head, sequence), with no copy of the weights
@@ -596,7 +597,7 @@ class BDH(LanguageModel):
             active.append(counts)
         if cache is not None:
             cache.pos += T
-        self.activity = torch.stack(active).detach() / (B * T * c.N)  # (n_layer, 2, nh)
+        self.activity = torch.stack(active).detach() / (B * T * c.N) if self.track_activity else None  # (L, 2, nh)
         logits = mask_padding(self.lm_head.unembed(x[0]), self.config.vocab_size)  # (B, T, padded_vocab)
         return logits, next_token_loss(logits, targets)
 
@@ -606,15 +607,18 @@ class BDH(LanguageModel):
         nh, N, D = self.config.n_head, self.config.N, self.config.n_embd
         _, B, T, _ = x.shape
         # bmm, not @: matmul would fold the heads into one product and copy its output to put them first
-        x_sparse = F.relu(torch.bmm(x.view(1, B * T, D).expand(nh, -1, -1), self.encoder)).view(nh, B, T, N)
+        # ReLUs in place: a product's output is not needed for its backward, and a fresh 4-D buffer costs a pass
+        x_sparse = torch.bmm(x.view(1, B * T, D).expand(nh, -1, -1), self.encoder).relu_().view(nh, B, T, N)
         yKV = self.attention(x_sparse, x, rope, cache, i)  # (nh, B, T, D)
-        y_sparse = F.relu(ln(yKV).view(nh, B * T, D) @ self.encoder_v).view(nh, B, T, N)
+        y_sparse = (ln(yKV).view(nh, B * T, D) @ self.encoder_v).relu_().view(nh, B, T, N)
         if self.neuron_hook is not None:
             self.neuron_hook(i, x_sparse.transpose(0, 1), y_sparse.transpose(0, 1))  # (B, nh, T, N) views
         xy_sparse = self.drop(x_sparse * y_sparse)  # (nh, B, T, N): the gate
         # D_x as nh slices (N, D), one product per head, summed: the same as concatenating the heads
         yMLP = (xy_sparse.view(nh, B * T, N) @ self.decoder.view(nh, N, D)).sum(dim=0).view(1, B, T, D)
         x = ln(x + ln(yMLP))
+        if not self.track_activity:
+            return x, None
         # counted as a sum of signs (0 or 1 after the ReLU): count_nonzero's int64 copy cost 10x as much
         return x, torch.stack([a.view(nh, -1).sign().sum(dim=1, dtype=torch.float32) for a in (x_sparse, y_sparse)])
 
@@ -640,7 +644,7 @@ class BDH(LanguageModel):
         """The fractions of active (positive) neurons in x_sparse and y_sparse in the last forward: over all layers,
         heads and positions (x_active, y_active), and per layer (x_active_l0...). Detached 0-dim tensors: logging
         them (.item()) is the only device sync. The paper reports about 5% once trained; a fresh model fires about
-        half. Per head: self.activity, (n_layer, 2, nh)."""
+        half. Per head: self.activity, (n_layer, 2, nh). None of them when track_activity was off."""
         if self.activity is None:
             return {}
         a = self.activity.mean(dim=2)  # (n_layer, 2)

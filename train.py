@@ -503,6 +503,7 @@ while True:
     for group in (g for opt in optimizers for g in opt.param_groups):
         group["lr"] = group["base_lr"] * (lr / learning_rate if learning_rate else 0.0)  # each group's, scaled alike
     T = seq_len(iter_num, clock)
+    raw_model.track_activity = (iter_num + 1) % log_interval == 0  # BDH counts active neurons for the log only
     if T != last_T:
         say(f"iteration {iter_num}: sequences of {T} tokens, {micro_batch * block_size // T} per micro-step")
         last_T = T

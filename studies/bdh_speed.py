@@ -40,6 +40,7 @@ torch.manual_seed(seed)
 args = dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head, mlp_internal_dim_multiplier=mlp_internal_dim_multiplier,
             vocab_size=vocab_size, dropout=0.0)
 ours = create_model("bdh", args)
+ours.track_activity = False  # as in train.py's steps between two log lines (it counts active neurons to log them)
 reference = ReferenceBDH(ours.config)
 x, y = torch.randint(0, vocab_size, (2, batch_size, block_size), generator=torch.Generator().manual_seed(seed))
 saved = {name: bench.saved_for_backward_mb(net, x, y) for name, net in (("ours", ours), ("reference", reference))}

@@ -140,6 +140,10 @@ def test_activity_is_reported_as_detached_fractions():
         assert frac.dim() == 0 and not frac.requires_grad and 0.0 < frac.item() <= 1.0
     # x_sparse = ReLU(x E) of a fresh model: about half of the neurons are positive
     assert 0.3 < act["x_active"].item() < 0.7
+    # train.py counts only for the steps it logs: the same forward without the count
+    model.track_activity = False
+    _, loss2 = model(idx, idx)
+    assert model.metrics() == {} and model.activity is None and torch.equal(loss, loss2)
 
 
 def test_activity_per_layer_and_head_agrees_with_a_direct_count():
