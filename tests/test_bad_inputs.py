@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from model import create_model
 from tests.helpers import TINY_MODEL, ForkServer, run_script
 
 
@@ -124,6 +125,25 @@ def busy_port(tmp):
     (tmp / "busy.py").write_text(f"port = {sock.getsockname()[1]}\n")
 
 
+
+def bdh_run(name, **model_args):
+    """A BDH run at tmp/name: run/'s files, its ckpt.pt holding a tiny BDH (model_args: its fields changed)."""
+    def setup(tmp):
+        shutil.copytree(tmp / "run", tmp / name)
+        ckpt = torch.load(tmp / name / "ckpt.pt", weights_only=True)
+        args = {"vocab_size": 257, "n_layer": 2, "n_head": 2, "n_embd": 32, "mlp_internal_dim_multiplier": 4,
+                "dropout": 0.0, "embedding_rank": 0, "gradient_checkpointing": False, **model_args}
+        ckpt.update(model_type="bdh", model_args=args, model=create_model("bdh", args).state_dict())
+        torch.save(ckpt, tmp / name / "ckpt.pt")
+    return setup
+
+
+def both(*setups):
+    def setup(tmp):
+        for step in setups:
+            step(tmp)
+    return setup
+
 ALL_CHECKPOINTS = ("run/ckpt.pt", "run/ckpt_2.pt", "run/ckpt_4.pt", "run/best.pt")
 
 # -----------------------------------------------------------------------------
@@ -138,6 +158,7 @@ SERVE = ["--out_dir={tmp}/run", "--device=cpu", "--port=0"]  # each case fails b
 BENCH = ["--dataset={tmp}/data", "--device=cpu", "--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16",
          "--batch_size=2", "--warmup_steps=0", "--timed_steps=1", "--generate_tokens=2"]
 TEXT = "Once upon a time there was a cat.\n<|endoftext|>\nThe dog ran home.\n<|endoftext|>\n" * 50
+MERGE = ["--runs={tmp}/bdh,{tmp}/bdh", "--out_dir={tmp}/merged"]  # a later --runs or --out_dir replaces these
 PREPARE = ["--input={tmp}/corpus.txt", "--out_dir={tmp}/data", "--tokenizer=bytes", "--num_proc=1"]
 CORPUS = write("corpus.txt", TEXT)
 
@@ -309,9 +330,29 @@ CASES = {
         (["--device=cuda"], None, "no CUDA GPU is visible"),
         (["--n_layer=2.5"], None, "--n_layer=2.5 is a number, but n_layer takes a whole number"),
     ],
+    "merge": [
+        (["--runs={tmp}/bdh"], bdh_run("bdh"), "--runs='{tmp}/bdh': give two BDH run folders, --runs=A,B"),
+        (["--runs={tmp}/bdh,{tmp}/nope"], bdh_run("bdh"), "no checkpoint at {tmp}/nope/ckpt.pt"),
+        (["--runs={tmp}/bdh,{tmp}/run"], bdh_run("bdh"), "{tmp}/run holds a gpt model; merge.py merges BDH runs"),
+        (["--runs={tmp}/bdh,{tmp}/wide"], both(bdh_run("bdh"), bdh_run("wide", n_embd=64)),
+         "{tmp}/bdh has n_embd=32, {tmp}/wide has n_embd=64: merge.py merges runs of one shape"),
+        (["--runs={tmp}/bdh,{tmp}/deep"], both(bdh_run("bdh"), bdh_run("deep", n_layer=3)), "n_layer=2, {tmp}/deep"),
+        (["--runs={tmp}/bdh,{tmp}/chars"], both(bdh_run("bdh"), bdh_run("chars"), edit_meta("chars", tokenizer="char")),
+         "have different tokenizers ('bytes', 'char'): merged neurons must read the same tokens"),
+        ([], both(bdh_run("bdh"), write("merged/ckpt.pt", "a checkpoint")), "merged holds ckpt.pt; merge into a new"),
+        (["--out_dir={tmp}/bdh"], bdh_run("bdh"), "bdh holds best.pt, ckpt.pt, ckpt_2.pt, ckpt_4.pt; merge into a new"),
+        (["--out_dir={tmp}/file"], both(bdh_run("bdh"), write("file", "x")), "--out_dir={tmp}/file is a file"),
+        ([], both(bdh_run("bdh"), truncate("bdh/ckpt.pt")), "{tmp}/bdh/ckpt.pt is damaged or not a checkpoint"),
+        ([], bdh_run("bdh", embedding_rank=8), "factorized embeddings (embedding_rank > 0) can't be averaged"),
+        (["--data_dir={tmp}/nodata"], bdh_run("bdh"), "no prepared dataset '{tmp}/nodata'"),
+        (["--data_dir={tmp}/data"], both(bdh_run("bdh"), edit_meta("data", tokenizer="char")),
+         "--data_dir={tmp}/data has tokenizer 'char', the runs 'bytes'"),
+        (["--pair_order=random"], bdh_run("bdh"), "--pair_order='random'; use frequency or concat"),
+        (["--run={tmp}/bdh"], None, "unknown config key 'run'; did you mean runs"),
+    ],
 }
 BASE = {"train": TRAIN, "resume": RESUME, "sample": SAMPLE, "eval": EVAL, "prepare": PREPARE, "bench": BENCH,
-        "serve": SERVE}
+        "serve": SERVE, "merge": MERGE}
 PARAMS = [pytest.param(kind, args, setup, needle, id=f"{kind}-{i}-{needle[:40]}")
           for kind, cases in CASES.items() for i, (args, setup, needle) in enumerate(cases)]
 
@@ -351,5 +392,5 @@ def test_the_fork_server_answers_as_a_real_process_does(kind, args, setup, needl
 
 def test_the_catalogue_covers_every_script():
     counts = {kind: len(cases) for kind, cases in CASES.items()}
-    assert set(counts) == {"train", "resume", "sample", "eval", "prepare", "bench", "serve"}, counts
+    assert set(counts) == {"train", "resume", "sample", "eval", "prepare", "bench", "serve", "merge"}, counts
     assert min(n for kind, n in counts.items() if kind != "resume") >= 10, counts
