@@ -172,11 +172,7 @@ def neuron_study(run):
     report = {"run": run, "iter_num": ckpt["iter_num"],
               **eval_reports.neuron_report(counts, tokens, enc, top_neurons, selective_below)}
     eval_reports.print_neuron_report(report)
-    if png:
-        eval_reports.plot_neurons(report, png)
-    if json:
-        common.write_json(report, json)
-        print(f"numbers: {json}")
+    save_report(report, eval_reports.plot_neurons)
 
 
 def position_study(runs, n):
@@ -198,10 +194,15 @@ def position_study(runs, n):
                                "loss": loss})
         print(eval_reports.window_note(run, model, n, stride))
     eval_reports.print_positions(result)
+    save_report(result, eval_reports.plot_positions)
+
+
+def save_report(report, plot):
+    """--png and --json of a study: plot(report, png) draws the figure."""
     if png:
-        eval_reports.plot_positions(result, png)
+        plot(report, png)
     if json:
-        common.write_json(result, json)
+        common.write_json(report, json)
         print(f"numbers: {json}")
 
 
