@@ -249,6 +249,15 @@ def check_token_ids(largest, vocab_size, path):
                          "meta.json come from different tokenizers; prepare the data again (python prepare.py ...)")
 
 
+def find_documents(data, eot_token):
+    """Start offsets of the documents of a token file (0 and after each end-of-text), read in slices: bounded
+    memory. A document runs to the next start and holds its end-of-text."""
+    step = 1 << 24
+    ends = [np.flatnonzero(data[i : i + step] == eot_token) + i + 1 for i in range(0, len(data), step)]
+    starts = np.concatenate([[0], *ends]).astype(np.int64)
+    return starts[starts < len(data)]
+
+
 SAMPLING = ("random", "epoch", "aligned")
 
 
@@ -291,11 +300,7 @@ class BatchLoader:
             self.start_epoch()
 
     def find_documents(self):
-        """Start offsets of the documents (after each end-of-text), read in slices: bounded memory."""
-        eot, step = self.meta["eot_token"], 1 << 24
-        ends = [np.flatnonzero(self.data[i : i + step] == eot) + i + 1 for i in range(0, len(self.data), step)]
-        starts = np.concatenate([[0], *ends]).astype(np.int64)
-        return starts[starts < len(self.data)]
+        return find_documents(self.data, self.meta["eot_token"])
 
     def start_epoch(self):
         """This process's share of the epoch's shuffled order: windows of a grid with a random offset (epoch) or

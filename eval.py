@@ -1,16 +1,26 @@
 """
-Measure a trained model: loss, perplexity and bits per byte on whole token files.
+Measure a trained model: loss, perplexity and bits per byte on whole token files; BDH's neurons; loss by position.
 
     python eval.py --out_dir=out-demo                                  # the run's val split, every token
     python eval.py --out_dir=out-demo --eval_sets=val,data/other/val.bin --eval_batches=50
     python eval.py --compare=out-gpt,out-bdh --eval_batches=50        # a table, samples side by side, compare.png
+    python eval.py --out_dir=out-bdh --neurons=True --png=neurons.png --json=neurons.json
+    python eval.py --out_dir=out-bdh --by_position=512 --compare=out-gpt --png=positions.png
 
 Bits per byte = total loss in bits / UTF-8 bytes of the predicted text: it does not depend on the tokenizer, so
 models with different tokenizers compare fairly. End-of-text targets count in loss and perplexity, not in bits per
 byte (they have no bytes). An eval set is 'val' or 'train' (the run's dataset) or a path to a .bin file with the
 same tokenizer.
+
+--neurons (BDH runs): over the first neuron_batches batches of val windows, the fraction of active (positive)
+neurons in x_sparse and y_sparse per layer and head, how the neurons' firing rates spread (how many never fire, how
+many fire on most tokens), and the most selective neurons with the contexts that drive them (eval_reports.py).
+--by_position=N: the mean loss at each position 0..N-1 of the val documents at least N + 1 tokens long, N possibly
+past the training length (see position_losses), for out_dir and the runs in --compare, on the same documents.
+--png draws either (needs matplotlib), --json writes its numbers.
 """
 
+import importlib.util
 import math
 import os
 import time
@@ -19,6 +29,7 @@ import numpy as np
 import torch
 
 import common
+import eval_reports
 from configurator import check_values, configure, report_errors_in_one_line
 from tokenizer import get_tokenizer
 
@@ -35,6 +46,14 @@ max_new_tokens = 100
 seed = 1337
 device = "auto"
 dtype = "auto"
+neurons = False  # BDH runs: the neuron report
+neuron_batches = 16  # --neurons: val windows of the training length, this many batches of batch_size
+top_neurons = 5  # --neurons: how many of the most selective neurons to show, for x_sparse and for y_sparse
+selective_below = 0.05  # --neurons: a selective neuron fires on at most this share of the tokens
+by_position = None  # N: mean loss at positions 0..N-1 over val documents of at least N + 1 tokens
+stride = 0  # --by_position past a GPT's block_size: how far each window moves (0: block_size // 2)
+png = ""  # --neurons, --by_position: draw the report here (needs matplotlib)
+json = ""  # --neurons, --by_position: write the report's numbers here
 # -----------------------------------------------------------------------------
 
 
@@ -139,14 +158,54 @@ def compare_runs(out_dirs):
     plot_loss_curves(out_dirs, compare_png)
 
 
-if __name__ == "__main__":
-    report_errors_in_one_line()
-    check_values(configure(globals()), positive=("batch_size",), non_negative=("eval_batches", "max_new_tokens"))
-    device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
-    ctx = common.autocast(device_type, dtype)
-    if compare:
-        compare_runs(compare.split(","))
-        raise SystemExit(0)
+# -----------------------------------------------------------------------------
+# BDH's neurons (--neurons) and the loss by position (--by_position): eval_reports.py does the work
+
+
+def neuron_study(run):
+    model, ckpt, meta = common.load_model(run, checkpoint, device)
+    if ckpt["model_type"] != "bdh":
+        raise ValueError(f"--neurons is for BDH runs; {run} holds a {ckpt['model_type']} model")
+    enc = get_tokenizer(meta["tokenizer"], run)
+    tokens = token_file("val", ckpt, meta)
+    counts = eval_reports.count_neurons(model, tokens, ckpt["config"]["block_size"], batch_size, neuron_batches, ctx)
+    report = {"run": run, "iter_num": ckpt["iter_num"],
+              **eval_reports.neuron_report(counts, tokens, enc, top_neurons, selective_below)}
+    eval_reports.print_neuron_report(report)
+    if png:
+        eval_reports.plot_neurons(report, png)
+    if json:
+        common.write_json(report, json)
+        print(f"numbers: {json}")
+
+
+def position_study(runs, n):
+    """--by_position=n for runs: the first run's val documents of at least n + 1 tokens, scored by every run."""
+    result = {"positions": n, "stride": stride, "runs": []}
+    first = None
+    for run in runs:
+        model, ckpt, meta = common.load_model(run, checkpoint, device)
+        if first is None:
+            first = (run, meta["tokenizer"], meta["vocab_size"])
+            if meta.get("eot_token") is None:
+                raise ValueError(f"{run}/meta.json has no eot_token: no documents to find; prepare the data again")
+            docs = eval_reports.long_documents(token_file("val", ckpt, meta), meta["eot_token"], n + 1, run)
+        elif (meta["tokenizer"], meta["vocab_size"]) != first[1:]:
+            raise ValueError(f"--by_position scores every run on {first[0]}'s documents, but {run} has tokenizer "
+                             f"{meta['tokenizer']!r} (vocab {meta['vocab_size']}), not {first[1]!r} ({first[2]})")
+        loss, result["documents"] = eval_reports.loss_by_position(model, docs, batch_size, eval_batches, stride, ctx)
+        result["runs"].append({"run": run, "model": ckpt["model_type"], "training_length": ckpt["config"]["block_size"],
+                               "loss": loss})
+        print(eval_reports.window_note(run, model, n, stride))
+    eval_reports.print_positions(result)
+    if png:
+        eval_reports.plot_positions(result, png)
+    if json:
+        common.write_json(result, json)
+        print(f"numbers: {json}")
+
+
+def report_eval_sets():
     model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
     byte_lengths = get_tokenizer(meta["tokenizer"], out_dir).byte_lengths()
     print(f"{ckpt['path']}: {ckpt['model_type']}, iteration {ckpt['iter_num']}")
@@ -155,3 +214,27 @@ if __name__ == "__main__":
         r = evaluate(model, token_file(name, ckpt, meta), byte_lengths, batch_size, eval_batches, ctx,
                      ckpt["config"]["block_size"])
         print(f"{name:<40} {r['loss']:>8.4f} {r['perplexity']:>11.3f} {r['bits_per_byte']:>10.4f} {r['tokens']:>12,}")
+
+
+if __name__ == "__main__":
+    report_errors_in_one_line()
+    check_values(configure(globals()), positive=("batch_size", "neuron_batches", "top_neurons"),
+                 non_negative=("eval_batches", "max_new_tokens", "stride"), fractions=("selective_below",))
+    if by_position is not None and (type(by_position) is not int or by_position < 1):
+        raise ValueError(f"--by_position={by_position!r} must be a whole number > 0: how many positions to score")
+    if neurons and (by_position or compare):
+        raise ValueError("--neurons reports on one run (--out_dir): leave out --by_position and --compare")
+    if (png or json) and not (neurons or by_position):
+        raise ValueError("--png and --json go with --neurons or --by_position (--compare draws --compare_png)")
+    if png and importlib.util.find_spec("matplotlib") is None:
+        raise ImportError(f"--png={png} needs matplotlib: pip install matplotlib")
+    device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
+    ctx = common.autocast(device_type, dtype)
+    if by_position:
+        position_study([out_dir, *filter(None, compare.split(","))], by_position)
+    elif neurons:
+        neuron_study(out_dir)
+    elif compare:
+        compare_runs(compare.split(","))
+    else:
+        report_eval_sets()

@@ -275,6 +275,15 @@ CASES = {
         ([], remove("run/meta.json"), "meta.json is missing"),
         (["--checkpoint=best"], write("run/best.pt", b"\x00" * 64), "best.pt is damaged"),
         (["--eval_set=val"], None, "did you mean eval_sets"),
+        # BDH tools (the run here is a GPT)
+        (["--neurons=True"], None, "--neurons is for BDH runs; {tmp}/run holds a gpt model"),
+        (["--by_position=100000"], None, "needs val documents of at least 100001 tokens; the longest in {tmp}/run"),
+        (["--by_position=0"], None, "--by_position=0 must be a whole number > 0"),
+        (["--by_position=-3"], None, "--by_position=-3 must be a whole number > 0"),
+        (["--by_position=2.5"], None, "--by_position=2.5 must be a whole number > 0"),
+        (["--neurons=True", "--by_position=8"], None, "--neurons reports on one run (--out_dir)"),
+        (["--png={tmp}/p.png"], None, "--png and --json go with --neurons or --by_position"),
+        (["--by_position=8", "--compare={tmp}/nope"], None, "no checkpoint at"),
     ],
     "prepare": [
         (["--input={tmp}/nope.txt"], None, "no files match --input="),

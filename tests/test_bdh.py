@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from model import BDH, BDHConfig, ChunkedAttention, bdh_attention_chunked, bdh_attention_direct, bdh_attention_step
+from model import (BDH, BDHConfig, ChunkedAttention, DirectAttention, apply_rope, bdh_apply_rope, bdh_attention_chunked,
+                   bdh_attention_direct, bdh_attention_step, bdh_rope)
 
 torch.set_flush_denormal(True)
 torch.set_num_threads(1)  # tiny models: a second thread costs more than it gives
@@ -65,16 +66,31 @@ def test_attention_forms_follow_the_definition_and_skip_the_current_position():
         assert not torch.allclose(y2[:, :, t + 1], y[:, :, t + 1])
 
 
-def test_chunked_training_backward_equals_the_gradient_of_the_definition():
+def test_training_backwards_equal_the_gradient_of_the_definition():
+    """DirectAttention and ChunkedAttention rotate inside and write their backward out; autograd through the real
+    rotation formula and bdh_attention_direct is the definition."""
     g = torch.Generator().manual_seed(7)
-    qr = torch.rand(2, 3, 11, 8, generator=g, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(2, 1, 11, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    dy = torch.randn(2, 3, 11, 5, generator=g, dtype=torch.float64)
-    ref = torch.autograd.grad((bdh_attention_direct(qr, v) * dy).sum(), (qr, v))
-    for chunk_size in (1, 4, 11, 20):
-        grads = torch.autograd.grad((ChunkedAttention.apply(qr, v, chunk_size) * dy).sum(), (qr, v))
+    x_sparse = torch.rand(3, 2, 11, 8, generator=g, dtype=torch.float64, requires_grad=True)  # (nh, B, T, N)
+    v = torch.randn(1, 2, 11, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(3, 2, 11, 5, generator=g, dtype=torch.float64)
+    cos, sin = (t.double() for t in bdh_rope(torch.arange(11), 8))
+    qr = apply_rope(x_sparse, cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1))
+    ref = torch.autograd.grad((bdh_attention_direct(qr, v) * dy).sum(), (x_sparse, v))
+    forms = [lambda: DirectAttention.apply(x_sparse, v, cos, sin)]
+    forms += [lambda c=c: ChunkedAttention.apply(x_sparse, v, cos, sin, c) for c in (1, 4, 11, 20)]
+    for form in forms:
+        grads = torch.autograd.grad((form() * dy).sum(), (x_sparse, v))
         for a, b in zip(grads, ref):
             torch.testing.assert_close(a, b)
+    # the complex rotation (fp32, fp64) is the real one, forward and backward
+    for dtype in (torch.float32, torch.float64):
+        x = x_sparse.detach().to(dtype).requires_grad_()
+        c, s = cos.to(dtype), sin.to(dtype)
+        ours, real = bdh_apply_rope(x, c, s), apply_rope(x, c.repeat_interleave(2, -1), s.repeat_interleave(2, -1))
+        torch.testing.assert_close(ours, real)
+        w = torch.randn(ours.shape, generator=g, dtype=torch.float64).to(dtype)
+        torch.testing.assert_close(torch.autograd.grad((ours * w).sum(), x)[0],
+                                   torch.autograd.grad((real * w).sum(), x)[0])
     # and through the whole model: every parameter's gradient
     model = tiny_bdh()
     idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(8))
