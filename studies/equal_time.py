@@ -26,6 +26,7 @@ on matrices), warmup 100, cosine to 1e-4, random windows.
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -237,7 +238,7 @@ def nanogpt_val_loss(model, data_dir, meta):
 if __name__ == "__main__":
     data_dir, meta = common.find_dataset(dataset)
     runs = {}
-    for item in variants.split(","):
+    for item in re.split(r",(?=\w+(?:=|,|$))", variants):  # a comma inside a value ("16:0.2,32:0.5") stays
         name, _, extra = item.partition("=")
         args = extra.split(";") if extra else VARIANTS[name]
         runs[name] = [] if args is None else NANOGPT + args
