@@ -16,6 +16,7 @@ min_lr = 1e-4
 warmup_iters = 200
 max_iters = 8000
 weight_decay = 0.1
+optimizer = "muon"  # Muon for E, E_v, D_x: BDH's gain at equal time in BENCHMARKS.md; --optimizer=adamw
 eval_interval = 500
 eval_iters = 50
 log_interval = 50

@@ -4,11 +4,15 @@ out_dir = "out-tinystories-gpt-factorized"
 dataset = "tinystories"
 model = "gpt"
 block_size = 512
+block_size_schedule = "128:0.2,256:0.5"  # shorter sequences first (the study's curriculum); off: --block_size_schedule=
 batch_size = 32
 gradient_accumulation_steps = 1
 n_layer = 8
 n_head = 8
 n_embd = 512
+rope = True  # rope + rmsnorm + swiglu: the largest gain of the equal-time study on TinyStories (BENCHMARKS.md);
+norm = "rmsnorm"  # GPT-2's blocks as before: --rope=False --norm=layernorm --mlp=gelu
+mlp = "swiglu"
 embedding_rank = 128  # the one change from config/tinystories_gpt.py
 dropout = 0.0
 learning_rate = 1e-3

@@ -16,6 +16,7 @@ learning_rate = 2e-3
 min_lr = 2e-4
 warmup_iters = 30
 weight_decay = 0.1
+optimizer = "muon"  # Muon for E, E_v, D_x: BDH's gain at equal time in BENCHMARKS.md; --optimizer=adamw
 eval_interval = 50
 eval_iters = 10
 log_interval = 10

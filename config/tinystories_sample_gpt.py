@@ -6,8 +6,12 @@ model = "gpt"
 n_layer = 4
 n_head = 4
 n_embd = 128
+rope = True  # rope + rmsnorm + swiglu: the largest gain of the equal-time study on TinyStories (BENCHMARKS.md);
+norm = "rmsnorm"  # GPT-2's blocks as before: --rope=False --norm=layernorm --mlp=gelu
+mlp = "swiglu"
 dropout = 0.1
 block_size = 256
+block_size_schedule = "64:0.2,128:0.5"  # shorter sequences first (the study's curriculum); off: --block_size_schedule=
 batch_size = 16
 gradient_accumulation_steps = 1  # 4,096 tokens per iteration
 max_iters = 150  # about 1.3 passes over the training split

@@ -5,6 +5,9 @@ and machine, each given the wall time nanoGPT's training takes.
     python prepare.py --input=../shared/data/tinyshakespeare/input.txt --tokenizer=char --val_fraction=0.1 \
         --out_dir=data/shakespeare_char
     python studies/equal_time.py --variants=base,modern,muon,all
+    python prepare.py --input=../shared/data/tinystories/TinyStories-train-sample.txt --tokenizer=bpe:2048 \
+        --val_fraction=0.1 --out_dir=data/tinystories_sample_bpe
+    python studies/equal_time.py --dataset=data/tinystories_sample_bpe --variants=base,aligned,muon
 
 How "equal wall time" is kept on a machine whose speed drifts: first each variant's training step and nanoGPT's
 are timed in turn, in this process (ms_per_iter below, the ratio taken within each round); then each variant
@@ -15,13 +18,15 @@ iterations (train.py, deterministic). The score is the loss on every non-overlap
 The nanoGPT reference (NanoGPT below) is nanoGPT's model.py and train.py loop as its README runs them on a CPU:
 `python train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1
 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000
---dropout=0.0`, rewritten here: LayerNorm and Linear without bias, GELU MLP, tied head over the 65 characters,
-AdamW (lr 1e-3, beta2 0.99, weight decay 0.1 on matrices), warmup 100, cosine to 1e-4, random windows.
+--dropout=0.0`, rewritten here: LayerNorm and Linear without bias, GELU MLP, tied head over the dataset's vocabulary
+(for char data nanoGPT's: the characters, without our end-of-text), AdamW (lr 1e-3, beta2 0.99, weight decay 0.1
+on matrices), warmup 100, cosine to 1e-4, random windows.
 """
 
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -48,7 +53,7 @@ reference_run = True  # train nanoGPT for its val loss (False: time it only, to 
 fraction = 1.0  # give each variant this share of that time (0.25: "nanoGPT's loss in a quarter of its time")
 timing_steps = 300  # per variant, taken in turn
 out_root = "out-study"
-threads = 0  # torch threads (0: torch's default)
+threads = 0  # torch threads, here and in train.py (0: torch's default)
 seed = 1337
 # -----------------------------------------------------------------------------
 configure(globals())
@@ -63,8 +68,10 @@ VARIANTS = {  # each alone on top of nanoGPT's settings in train.py, then togeth
     "modern": ["--rope=True", "--norm=rmsnorm", "--mlp=swiglu"],
     "muon": ["--optimizer=muon"],
     "epoch": ["--sampling=epoch"],
+    "aligned": ["--sampling=aligned"],  # for data with documents: windows start at document starts
     "curriculum": ["--block_size_schedule=16:0.2,32:0.5"],
-    "all": None,  # the config file as it is: the settings the study chose
+    "all": ["--rope=True", "--norm=rmsnorm", "--mlp=swiglu", "--optimizer=muon", "--sampling=epoch"],
+    "config": None,  # the config file as it is: the settings the study chose
 }
 
 
@@ -102,13 +109,18 @@ class NanoGPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+def nanogpt_vocab(meta):
+    """nanoGPT's vocabulary: for char data its characters, without the end-of-text we add (the last id)."""
+    return meta["vocab_size"] - (meta["tokenizer"] == "char")
+
+
 def nanogpt_run(data_dir, meta, iters, timed=None):
     """nanoGPT's training loop (get_batch, get_lr, eval every 250 of 20 batches, grad clip 1.0). With timed=N:
     return a step function for timing instead."""
     torch.manual_seed(1337)
     train = np.memmap(os.path.join(data_dir, "train.bin"), dtype=np.uint16, mode="r")
     val = np.memmap(os.path.join(data_dir, "val.bin"), dtype=np.uint16, mode="r")
-    model = NanoGPT(meta["vocab_size"] - 1, 64, 4, 4, 128)  # nanoGPT's vocabulary: the 65 characters, no end-of-text
+    model = NanoGPT(nanogpt_vocab(meta), 64, 4, 4, 128)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
@@ -212,9 +224,9 @@ def val_loss(out_dir):
     return evaluate(model, tokens, byte_lengths, 64, block_size=ckpt["config"]["block_size"])["loss"]
 
 
-def nanogpt_val_loss(model, data_dir):
+def nanogpt_val_loss(model, data_dir, meta):
     val = np.fromfile(os.path.join(data_dir, "val.bin"), dtype=np.uint16)
-    val = val[val < 65]  # nanoGPT's val split has no end-of-text
+    val = val[val < nanogpt_vocab(meta)]  # nanoGPT's char val split has no end-of-text
     n = (len(val) - 1) // 64
     x = torch.from_numpy(val[: n * 64].astype(np.int64)).view(n, 64)
     y = torch.from_numpy(val[1 : n * 64 + 1].astype(np.int64)).view(n, 64)
@@ -226,7 +238,7 @@ def nanogpt_val_loss(model, data_dir):
 if __name__ == "__main__":
     data_dir, meta = common.find_dataset(dataset)
     runs = {}
-    for item in variants.split(","):
+    for item in re.split(r",(?=\w+(?:=|,|$))", variants):  # a comma inside a value ("16:0.2,32:0.5") stays
         name, _, extra = item.partition("=")
         args = extra.split(";") if extra else VARIANTS[name]
         runs[name] = [] if args is None else NANOGPT + args
@@ -244,8 +256,9 @@ if __name__ == "__main__":
     if reference_run:
         model, seconds = nanogpt_run(data_dir, meta, reference_iters)
         results["nanogpt"] = {"iters": reference_iters, "seconds": round(seconds, 1),
-                              "val_loss": round(nanogpt_val_loss(model, data_dir), 4)}
-        print(f"nanogpt: {reference_iters} iterations in {seconds:.1f} s, val loss {results['nanogpt']['val_loss']:.4f}")
+                              "val_loss": round(nanogpt_val_loss(model, data_dir, meta), 4)}
+        print(f"nanogpt: {reference_iters} iterations in {seconds:.1f} s, "
+              f"val loss {results['nanogpt']['val_loss']:.4f}")
     for name, args in runs.items():
         iters = max(1, round(fraction * reference_iters / ratio[name]))
         out = os.path.join(out_root, name + (f"_{fraction}" if fraction != 1 else ""))
@@ -254,7 +267,8 @@ if __name__ == "__main__":
                "--always_save_checkpoint=True", f"--seed={seed}"]
         subprocess.run(["rm", "-rf", out])
         t0 = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}  # torch reads it at start
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
             raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
         results[name] = {"iters": iters, "ratio": round(ratio[name], 3), "seconds": round(time.time() - t0, 1),
