@@ -1,6 +1,7 @@
 """merge.py: the merged BDH keeps each source's neurons, computes its three attention forms alike, equals a model
 merged with itself, and is a run folder that samples, evaluates and resumes."""
 
+import json
 import math
 import os
 
@@ -107,10 +108,12 @@ def merged_run(tiny_runs, tiny_dataset, tmp_path_factory):
     return out
 
 
-def test_a_merged_run_samples_and_evaluates(merged_run, tiny_dataset):
+def test_a_merged_run_samples_and_evaluates(merged_run, tiny_runs):
     assert sorted(os.listdir(merged_run)) == ["ckpt.pt", "config.json", "log.csv", "meta.json"]
     model, ckpt, _ = load_model(merged_run)
-    assert ckpt["iter_num"] == 0 and ckpt["config"]["dataset"] == tiny_dataset and model.config.N == 96
+    with open(os.path.join(tiny_runs["bdh"], "config.json")) as f:
+        first_dataset = json.load(f)["dataset"]  # the first run's: eval.py's val (tiny_runs may be another worker's)
+    assert ckpt["iter_num"] == 0 and ckpt["config"]["dataset"] == first_dataset and model.config.N == 96
     proc = run_script("sample.py", f"--out_dir={merged_run}", "--device=cpu", "--num_samples=1",
                       "--max_new_tokens=20", env=ONE_THREAD)
     assert "loaded" in proc.stdout and "(iteration 0, bdh" in proc.stdout
