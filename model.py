@@ -688,7 +688,7 @@ def bdh_attention_chunked(qr, v, chunk_size, state=None, final_state=False):
     ys = []
     for t0 in range(0, T, chunk_size):
         q = qr[:, :, t0 : t0 + chunk_size]  # (nh, B, C, N)
-        vc = v[:, :, t0 : t0 + chunk_size]  # (B, 1, C, D)
+        vc = v[:, :, t0 : t0 + chunk_size]  # (1, B, C, D)
         y = (q @ q.mT).tril(diagonal=-1) @ vc  # (nh, B, C, D): earlier positions inside the chunk
         if state is not None:
             y = y + q @ state  # and all positions before the chunk
