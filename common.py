@@ -292,15 +292,12 @@ class BatchLoader:
         self.windows_drawn = 0
         self.epoch, self.position, self.buffer = 0, 0, []  # epoch and aligned: where this process is in its share
         if sampling == "aligned":
-            self.doc_starts = self.find_documents()
+            self.doc_starts = find_documents(self.data, meta["eot_token"])
             if len(self.doc_starts) < world_size:
                 raise ValueError(f"{path} holds {len(self.doc_starts)} documents, fewer than the {world_size} "
                                  "processes that share them: use --sampling=epoch or random")
         if sampling != "random":
             self.start_epoch()
-
-    def find_documents(self):
-        return find_documents(self.data, self.meta["eot_token"])
 
     def start_epoch(self):
         """This process's share of the epoch's shuffled order: windows of a grid with a random offset (epoch) or

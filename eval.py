@@ -103,10 +103,7 @@ def token_file(name, ckpt, meta):
 
 def plot_loss_curves(out_dirs, path):
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display needed
-        import matplotlib.pyplot as plt
+        plt = eval_reports.pyplot()
     except ImportError:
         print(f"(no {path}: the loss-curve plot needs matplotlib: pip install matplotlib)")
         return
@@ -121,9 +118,7 @@ def plot_loss_curves(out_dirs, path):
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (nats/token)")
     ax.legend()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    print(f"loss curves: {path}")
+    eval_reports.save_figure(fig, path, "loss curves")
 
 
 def compare_runs(out_dirs):

@@ -242,12 +242,12 @@ scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16
 if pretrained is not None:
     common.load_state(raw_model, pretrained, init_from)
     pretrained = None  # free the memory
-if checkpoint is not None and checkpoint["optimizer"] is None:  # merge.py's: weights only, nothing trained yet
+if checkpoint is not None:
     common.load_state(raw_model, checkpoint["model"], resume_path)
+if checkpoint is not None and checkpoint["optimizer"] is None:  # merge.py's: weights only, nothing trained yet
     print(f"{resume_path} holds weights only: a fresh optimizer, data order from --seed={seed}")
     checkpoint = None
 if checkpoint is not None:
-    common.load_state(raw_model, checkpoint["model"], resume_path)
     saved = checkpoint["optimizer"] if isinstance(checkpoint["optimizer"], list) else [checkpoint["optimizer"]]
     if len(saved) != len(optimizers):
         raise ValueError(f"{resume_path} was trained with --optimizer={checkpoint['config'].get('optimizer', 'adamw')}"
