@@ -17,12 +17,16 @@ state. Passed to forward, it is read and then extended by the new tokens; genera
 
 import inspect
 import math
+import warnings
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+# compiled BDH runs its rotary's complex product eagerly, on purpose (bdh_apply_rope): not a slowdown to warn of
+warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
 
 
 def pad_vocab(vocab_size, multiple=64):
@@ -545,9 +549,10 @@ def bdh_rope(positions, N):
 def bdh_apply_rope(x, cos, sin):
     """apply_rope on (..., T, N) as one complex product per pair: (x0 + i x1) * (cos + i sin), one pass forward and
     one backward where the real formula (slices, stack, two products, a sum) makes several: 4-7x faster on a CPU
-    at BDH's widths. Complex numbers exist for fp32/fp64 and torch.compile does not generate code for them, so half
-    precision and compiled code take the real formula (which compile fuses into one pass anyway)."""
-    if x.dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
+    at BDH's widths. Complex numbers exist for fp32/fp64, so half precision takes the real formula. torch.compile
+    generates no code for complex numbers and runs this product as an eager op between its kernels: on a CPU that
+    beats its kernels for the real formula, which read the pairs at stride 2 (BENCHMARKS.md)."""
+    if x.dtype not in (torch.float32, torch.float64):
         return apply_rope(x, cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1))
     pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (..., T, N / 2)
     return torch.view_as_real(pairs * torch.complex(cos, sin).to(pairs.dtype)).flatten(-2)
