@@ -29,8 +29,9 @@ from dataclasses import asdict
 
 import torch
 
-import common
 from configurator import check_values, configure, report_errors_in_one_line
+from dataloader import BatchLoader, find_dataset
+from hardware import autocast, device_peak_flops, peak_memory_mb, resolve_device
 from model import create_model, pick_model_args
 
 # -----------------------------------------------------------------------------
@@ -57,7 +58,7 @@ batch_size = 8
 warmup_steps = 3
 timed_steps = 10
 generate_tokens = 64  # new tokens per generation measurement (batch 1)
-peak_flops = 0.0  # the device's dense peak FLOP/s for MFU; 0: from the table in common.py
+peak_flops = 0.0  # the device's dense peak FLOP/s for MFU; 0: from the table in hardware.py
 device = "auto"
 threads = 0  # CPU threads of torch; 0: torch's default (one per core). Tiny shapes run faster on one
 dtype = "auto"
@@ -78,7 +79,7 @@ def train_step(model, optimizer, x, y, scaler, dtype="float32"):
     """Seconds for one training step (forward, backward, optimizer), the device synchronised around it."""
     sync(x.device.type)
     t0 = time.perf_counter()
-    with common.autocast(x.device.type, dtype):
+    with autocast(x.device.type, dtype):
         _, loss = model(x, y)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -111,7 +112,7 @@ def saved_for_backward_mb(model, x, y, dtype="float32"):
             saved[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), common.autocast(x.device.type, dtype):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(x.device.type, dtype):
         model(x, y)
     return sum(saved.values()) / 2**20
 
@@ -122,7 +123,7 @@ def generate_tokens_per_sec(model, new_tokens, use_cache, dtype="float32"):
     device = next(model.parameters()).device
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
     model.eval()
-    with common.autocast(device.type, dtype):
+    with autocast(device.type, dtype):
         model.generate(idx, 4, use_cache=use_cache)  # warm-up
         sync(device.type)
         t0 = time.perf_counter()
@@ -155,20 +156,20 @@ if __name__ == "__main__":
             raise ValueError(f"--{key}={config[key]!r} must be an integer")
     check_values(config, positive=("batch_size", "block_size", "timed_steps", "vocab_size"),
                  non_negative=("warmup_steps", "generate_tokens", "threads", "chunk_size", "peak_flops"))
-    device, device_type, dtype, can_compile = common.resolve_device(device, dtype, compile)
+    device, device_type, dtype, can_compile = resolve_device(device, dtype, compile)
     if threads:
         torch.set_num_threads(threads)
     # the batch every timed step reuses: one of the dataset's training split, whose vocabulary the models then take
     # so that its ids fit, or random tokens
     if dataset:
-        folder, meta = common.find_dataset(dataset)
+        folder, meta = find_dataset(dataset)
         vocab_size = config["vocab_size"] = meta["vocab_size"]
         train_bin = os.path.join(folder, "train.bin")
-        x, y = common.BatchLoader(train_bin, meta, batch_size, block_size, device, seed).next_batch()
+        x, y = BatchLoader(train_bin, meta, batch_size, block_size, device, seed).next_batch()
     else:
         g = torch.Generator().manual_seed(seed)
         x, y = torch.randint(0, vocab_size, (2, batch_size, block_size), generator=g).to(device)
-    peak = peak_flops or common.peak_flops(device_type)
+    peak = peak_flops or device_peak_flops(device_type)
     compile_modes = [False, True] if can_compile and compile == "auto" else [can_compile]
     names = ["gpt", "bdh"] if model == "all" else [model]
 
@@ -200,7 +201,7 @@ if __name__ == "__main__":
                 "train_tokens_per_sec": tokens_per_sec, "ms_per_step": 1000 * dt,
                 "flops_per_token": flops_per_token, "flops_per_sec": flops_per_sec,
                 "mfu": flops_per_sec / peak if peak else None,
-                "peak_mem_mb": common.peak_memory_mb(device_type), "saved_mb": saved,
+                "peak_mem_mb": peak_memory_mb(device_type), "saved_mb": saved,
                 "generate_tokens_per_sec": generate_tokens_per_sec(net, generate_tokens, True, dtype),
                 "generate_nocache_tokens_per_sec": generate_tokens_per_sec(net, generate_tokens, False, dtype),
             })

@@ -28,9 +28,12 @@ import time
 import numpy as np
 import torch
 
-import common
 import eval_reports
+from checkpoints import load_model
 from configurator import check_values, configure, report_errors_in_one_line
+from dataloader import check_token_ids, find_dataset, open_tokens
+from files import write_json
+from hardware import autocast, resolve_device
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -76,7 +79,7 @@ def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, b
             break
         rows = range(start, min(start + batch_size, n_windows))
         window = torch.from_numpy(np.stack([tokens[r * T : r * T + T + 1] for r in rows]).astype(np.int64))
-        common.check_token_ids(int(window.max()), len(byte_lengths), getattr(tokens, "filename", "the eval set"))
+        check_token_ids(int(window.max()), len(byte_lengths), getattr(tokens, "filename", "the eval set"))
         x, y = window[:, :-1], window[:, 1:]  # the same shift as the batch loader: y[t] follows x[t]
         with ctx or torch.autocast("cpu", enabled=False):
             logits, _ = model(x.to(next(model.parameters()).device))
@@ -92,13 +95,13 @@ def evaluate(model, tokens, byte_lengths, batch_size, max_batches=0, ctx=None, b
 
 
 def token_file(name, ckpt, meta):
-    """'val'/'train' in the run's dataset folder, or a path to a .bin file, checked (common.open_tokens)."""
+    """'val'/'train' in the run's dataset folder, or a path to a .bin file, checked (open_tokens)."""
     if name in ("val", "train"):
-        folder, _ = common.find_dataset(ckpt["config"]["dataset"])
+        folder, _ = find_dataset(ckpt["config"]["dataset"])
         name = os.path.join(folder, f"{name}.bin")
     elif not os.path.isfile(name):
         raise FileNotFoundError(f"no eval set {name!r}; use val, train or a path to a .bin token file")
-    return common.open_tokens(name, meta, ckpt["config"]["block_size"])
+    return open_tokens(name, meta, ckpt["config"]["block_size"])
 
 
 def plot_loss_curves(out_dirs, path):
@@ -125,7 +128,7 @@ def compare_runs(out_dirs):
     rows = []
     samples = []
     for run in out_dirs:
-        model, ckpt, meta = common.load_model(run, checkpoint, device)
+        model, ckpt, meta = load_model(run, checkpoint, device)
         enc = get_tokenizer(meta["tokenizer"], run)
         cfg = ckpt["config"]
         r = evaluate(model, token_file("val", ckpt, meta), enc.byte_lengths(), batch_size, eval_batches, ctx,
@@ -158,7 +161,7 @@ def compare_runs(out_dirs):
 
 
 def neuron_study(run):
-    model, ckpt, meta = common.load_model(run, checkpoint, device)
+    model, ckpt, meta = load_model(run, checkpoint, device)
     if ckpt["model_type"] != "bdh":
         raise ValueError(f"--neurons is for BDH runs; {run} holds a {ckpt['model_type']} model")
     enc = get_tokenizer(meta["tokenizer"], run)
@@ -175,7 +178,7 @@ def position_study(runs, n):
     result = {"positions": n, "stride": stride, "runs": []}
     first = None
     for run in runs:
-        model, ckpt, meta = common.load_model(run, checkpoint, device)
+        model, ckpt, meta = load_model(run, checkpoint, device)
         if first is None:
             first = (run, meta["tokenizer"], meta["vocab_size"])
             if meta.get("eot_token") is None:
@@ -197,12 +200,12 @@ def save_report(report, plot):
     if png:
         plot(report, png)
     if json:
-        common.write_json(report, json)
+        write_json(report, json)
         print(f"numbers: {json}")
 
 
 def report_eval_sets():
-    model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
+    model, ckpt, meta = load_model(out_dir, checkpoint, device)
     byte_lengths = get_tokenizer(meta["tokenizer"], out_dir).byte_lengths()
     print(f"{ckpt['path']}: {ckpt['model_type']}, iteration {ckpt['iter_num']}")
     print(f"{'eval set':<40} {'loss':>8} {'perplexity':>11} {'bits/byte':>10} {'tokens':>12}")
@@ -224,8 +227,8 @@ if __name__ == "__main__":
         raise ValueError("--png and --json go with --neurons or --by_position (--compare draws --compare_png)")
     if png and importlib.util.find_spec("matplotlib") is None:
         raise ImportError(f"--png={png} needs matplotlib: pip install matplotlib")
-    device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
-    ctx = common.autocast(device_type, dtype)
+    device, device_type, dtype, _ = resolve_device(device, dtype, compile=False)
+    ctx = autocast(device_type, dtype)
     if by_position:
         position_study([out_dir, *filter(None, compare.split(","))], by_position)
     elif neurons:

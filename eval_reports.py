@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import common
+from dataloader import find_documents
 
 
 def pyplot():
@@ -184,7 +184,7 @@ def plot_neurons(report, path):
 def long_documents(tokens, eot_token, length, where):
     """(n, length) int64: the first length tokens of each document in tokens at least that long (its end-of-text
     included)."""
-    starts = common.find_documents(tokens, eot_token)
+    starts = find_documents(tokens, eot_token)
     lengths = np.diff(np.append(starts, len(tokens)))
     if lengths.max() < length:
         raise ValueError(f"--by_position={length - 1} needs val documents of at least {length} tokens; the longest in "

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 
-import common
+from checkpoints import load_model
 from configurator import configure, report_errors_in_one_line
 
 # -----------------------------------------------------------------------------
@@ -62,7 +62,7 @@ if __name__ == "__main__":
     import hf  # transformers: only here
 
     t0 = time.time()
-    model, ckpt, meta = common.load_model(out_dir, checkpoint, "cpu")
+    model, ckpt, meta = load_model(out_dir, checkpoint, "cpu")
     hf_model = hf.to_hf(model, meta.get("eot_token"))
     # written beside hf_dir, then renamed: a failed export leaves no half-written folder
     staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(os.path.abspath(hf_dir)))

@@ -56,9 +56,12 @@ from dataclasses import asdict
 
 import torch
 
-import common
+from checkpoints import checkpoint_files, load_model, save_checkpoint
 from configurator import configure, report_errors_in_one_line
+from dataloader import find_dataset
+from files import write_json
 from model import BDH, BDH_ROPE_THETA, BDHConfig, rope_cos_sin
+from run_log import RunLog
 
 # -----------------------------------------------------------------------------
 runs = ""  # two run folders, comma-separated: --runs=A,B (A,A merges a model with itself)
@@ -121,10 +124,10 @@ def main():
         raise ValueError(f"--checkpoint={checkpoint!r}; use latest or best")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out_dir={out_dir} is a file, not a folder; choose another --out_dir")
-    if saved := sorted(common.checkpoint_files(out_dir)):
+    if saved := sorted(checkpoint_files(out_dir)):
         raise ValueError(f"{out_dir} holds {', '.join(saved)}; merge into a new --out_dir (nothing was overwritten)")
 
-    (a, ckpt_a, meta_a), (b, ckpt_b, meta_b) = [common.load_model(run, checkpoint) for run in names]
+    (a, ckpt_a, meta_a), (b, ckpt_b, meta_b) = [load_model(run, checkpoint) for run in names]
     for run, ckpt in zip(names, (ckpt_a, ckpt_b)):
         if ckpt["model_type"] != "bdh":
             raise ValueError(f"{run} holds a {ckpt['model_type']} model; merge.py merges BDH runs (--model=bdh)")
@@ -142,7 +145,7 @@ def main():
                          "merges runs with embedding_rank=0")
     dataset = data_dir or ckpt_a["config"]["dataset"]
     try:
-        _, data_meta = common.find_dataset(dataset)
+        _, data_meta = find_dataset(dataset)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; or name the merged run's dataset with --data_dir") from None
     if (data_meta["tokenizer"], data_meta["vocab_size"]) != (meta_a["tokenizer"], meta_a["vocab_size"]):
@@ -153,7 +156,7 @@ def main():
     m = merged.config.mlp_internal_dim_multiplier
     config = {**ckpt_a["config"], "out_dir": out_dir, "dataset": dataset, "mlp_internal_dim_multiplier": m}
     os.makedirs(out_dir, exist_ok=True)
-    common.save_checkpoint({
+    save_checkpoint({
         "model_type": "bdh",
         "model_args": {**ckpt_a["model_args"], "mlp_internal_dim_multiplier": m},
         "model": merged.state_dict(),
@@ -171,11 +174,11 @@ def main():
                         for run, ckpt in zip(names, (ckpt_a, ckpt_b))],
         "pair_order": pair_order,
     }, os.path.join(out_dir, "ckpt.pt"))
-    common.write_json(config, os.path.join(out_dir, "config.json"))
-    common.write_json(meta_a, os.path.join(out_dir, "meta.json"))
+    write_json(config, os.path.join(out_dir, "config.json"))
+    write_json(meta_a, os.path.join(out_dir, "meta.json"))
     for name in meta_a.get("files", []):  # a trained tokenizer file, as train.py copies it
         shutil.copy(os.path.join(names[0], name), os.path.join(out_dir, name))
-    common.RunLog(out_dir, append=False)  # the header: train.py --init_from=resume appends to it
+    RunLog(out_dir, append=False)  # the header: train.py --init_from=resume appends to it
 
     order = neuron_order(a.config.N, b.config.N, pair_order)
     source = torch.cat((rotary_frequencies(a.config.N), rotary_frequencies(b.config.N)))[order[::2] // 2]

@@ -6,7 +6,7 @@ Every model here keeps one contract:
 
     logits, loss = model(idx, targets=None, cache=None)   # idx, targets: (B, T) int64
 
-targets[b, t] is the token that FOLLOWS idx[b, t]. The batch loader (common.BatchLoader) shifts inputs against
+targets[b, t] is the token that FOLLOWS idx[b, t]. The batch loader (dataloader.BatchLoader) shifts inputs against
 targets, once; no model shifts again. logits has config.padded_vocab_size columns. The columns past vocab_size pad
 the matmuls to a fast width and hold -inf: they are never targets, the loss's softmax leaves them out (a
 65-character vocabulary starts at ln 65, not ln 128), and generation never samples them.

@@ -18,8 +18,10 @@ import time
 
 import torch
 
-import common
+from checkpoints import load_model
 from configurator import check_values, configure, report_errors_in_one_line
+from generation import Completion, validator
+from hardware import autocast, resolve_device
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -43,10 +45,10 @@ config = configure(globals())
 check_values(config, positive=("num_samples",), non_negative=("max_new_tokens", "temperature", "top_k"))
 if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
     raise ValueError(f"--top_p={top_p!r} must be above 0 and at most 1")
-check = common.validator(validate) if validate else None
+check = validator(validate) if validate else None
 
-device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
-model, ckpt, meta = common.load_model(out_dir, checkpoint, device)
+device, device_type, dtype, _ = resolve_device(device, dtype, compile=False)
+model, ckpt, meta = load_model(out_dir, checkpoint, device)
 enc = get_tokenizer(meta["tokenizer"], out_dir)
 print(f"loaded {ckpt['path']} (iteration {ckpt['iter_num']}, {ckpt['model_type']}, "
       f"{model.num_params() / 1e6:.2f}M parameters)")
@@ -60,9 +62,9 @@ def sample(text):
     for _ in range(num_samples):
         print(text, end="", flush=True)
         t0 = time.perf_counter()
-        completion = common.Completion(model, enc, text, max_new_tokens, temperature, top_k or None, top_p, generator,
+        completion = Completion(model, enc, text, max_new_tokens, temperature, top_k or None, top_p, generator,
                                        use_cache)
-        with torch.no_grad(), common.autocast(device_type, dtype):
+        with torch.no_grad(), autocast(device_type, dtype):
             for piece in completion:
                 print(piece, end="", flush=True)
         print("\n---------------")

@@ -11,7 +11,7 @@ page (serve.html) that shows the runs' continuations of one prompt side by side.
 - POST /v1/completions: model (a run folder's name; may be left out when one run is loaded), prompt, max_tokens,
   temperature, top_k, top_p, seed, stream (server-sent events ending with `data: [DONE]`), stream_options
   ({"include_usage": true}) and, ours, validate ('json', 'python' or the --validate check). The same seed and
-  settings give sample.py's text: both run common.Completion.
+  settings give sample.py's text: both run Completion.
 - GET /v1/models: the runs, with model_type, parameter counts, model_args and the training iteration.
 - GET /: the page.
 
@@ -34,8 +34,10 @@ from urllib.parse import urlsplit
 
 import torch
 
-import common
+from checkpoints import load_model
 from configurator import check_values, configure, report_errors_in_one_line
+from generation import Completion, validator
+from hardware import autocast, resolve_device
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -65,7 +67,7 @@ class RequestError(Exception):
 
 
 def load_run(path):
-    model, ckpt, meta = common.load_model(path, checkpoint, device)
+    model, ckpt, meta = load_model(path, checkpoint, device)
     info = {"id": os.path.basename(os.path.normpath(path)), "object": "model", "owned_by": "small-lm",
             "created": int(os.path.getmtime(ckpt["path"])), "model_type": ckpt["model_type"],
             "parameters": model.num_params(), "non_embedding_parameters": model.num_params(non_embedding=True),
@@ -150,7 +152,7 @@ class Handler(BaseHTTPRequestHandler):
             if urlsplit(self.path).path != "/v1/completions":
                 raise RequestError(f"no endpoint POST {urlsplit(self.path).path}; use POST /v1/completions", 404)
             req = parse_request(self.read_body())
-            with torch.no_grad(), common.autocast(device_type, dtype):
+            with torch.no_grad(), autocast(device_type, dtype):
                 self.complete(req)
         except RequestError as e:
             self.send_error_json(e)
@@ -177,7 +179,7 @@ class Handler(BaseHTTPRequestHandler):
             generator.seed()  # a fresh random seed
         else:
             generator.manual_seed(req["seed"])
-        completion = common.Completion(run["model"], run["enc"], req["prompt"], req["max_tokens"],
+        completion = Completion(run["model"], run["enc"], req["prompt"], req["max_tokens"],
                                        req["temperature"], req["top_k"] or None, req["top_p"], generator)
         n_prompt = len(completion.prompt_tokens)
         if run["block_size"] and n_prompt > run["block_size"]:
@@ -314,13 +316,13 @@ if __name__ == "__main__":
         raise ValueError(f"--out_dir names two runs called {twice!r}: a model's id is its folder's name, so rename one")
     if len(paths) > 1 and checkpoint not in ("latest", "best"):
         raise ValueError(f"--checkpoint={checkpoint} is one file, but --out_dir names {len(paths)} runs")
-    validators = {"json": common.validator("json"), "python": common.validator("python")}
+    validators = {"json": validator("json"), "python": validator("python")}
     if validate:
-        validators[validate] = common.validator(validate)
+        validators[validate] = validator(validate)
     server = listen(host, port)
-    device, device_type, dtype, _ = common.resolve_device(device, dtype, compile=False)
+    device, device_type, dtype, _ = resolve_device(device, dtype, compile=False)
     runs = {name: load_run(path) for name, path in zip(names, paths)}
-    with open(os.path.join(common.REPO_DIR, "serve.html"), "rb") as f:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.html"), "rb") as f:
         page = f.read()
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: --host={host}: anyone who can reach this machine can use its models (no authentication)")

@@ -28,10 +28,21 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import common
+from checkpoints import (
+    checkpoint_files,
+    get_rng_state,
+    load_resume_checkpoint,
+    load_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from configurator import check_values, config_keys, configure, report_errors_in_one_line
+from dataloader import SAMPLING, BatchLoader, eval_set_paths, find_dataset, parse_block_size_schedule, split_batch
+from files import copy_atomic, write_json
+from hardware import autocast, device_peak_flops, peak_memory_mb, resolve_device
 from hf import GPT2_NAMES
 from model import create_model, model_config, pick_model_args
+from run_log import RunLog
 
 # -----------------------------------------------------------------------------
 # config defaults
@@ -63,7 +74,7 @@ gradient_accumulation_steps = 1  # micro-steps per optimizer step, as on one pro
 total_batch_size = 0  # tokens per optimizer step, all processes together; 0: gradient_accumulation_steps *
 # batch_size * block_size. The step is the same on 1 process or K: each derives its share of micro-steps from it
 sampling = "random"  # training windows: 'random' offsets, 'epoch' (each window of a grid once per epoch, shuffled)
-# or 'aligned' (windows start at documents, which are best-fit packed into them); see common.BatchLoader
+# or 'aligned' (windows start at documents, which are best-fit packed into them); see BatchLoader
 block_size_schedule = ""  # shorter sequences first, e.g. "128:0.2,256:0.5": 128 tokens for the first 20% of the
 # schedule (lr_decay_iters, or max_minutes with lr_schedule_over='time'), 256 until 50%, then block_size; the batch
 # grows to match, so tokens per step stay the same
@@ -102,7 +113,7 @@ min_lr = 6e-5
 device = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = "auto"  # 'auto', 'float32', 'bfloat16', 'float16'
 compile = "auto"  # 'auto', True, False
-peak_flops = 0.0  # the device's dense peak FLOP/s for MFU; 0: from the table in common.py by GPU name
+peak_flops = 0.0  # the device's dense peak FLOP/s for MFU; 0: from the table in hardware.py by GPU name
 seed = 1337
 # -----------------------------------------------------------------------------
 report_errors_in_one_line()
@@ -114,13 +125,13 @@ check_values(config, positive=("batch_size", "block_size", "gradient_accumulatio
                            "lr_decay_iters", "weight_decay", "muon_learning_rate", "grad_clip", "keep_checkpoints",
                            "checkpoint_minutes", "max_minutes", "early_stopping_patience", "peak_flops"),
              fractions=("beta1", "beta2", "muon_momentum"))
-for key, value, choices in (("optimizer", optimizer, ("adamw", "muon")), ("sampling", sampling, common.SAMPLING),
+for key, value, choices in (("optimizer", optimizer, ("adamw", "muon")), ("sampling", sampling, SAMPLING),
                             ("lr_schedule_over", lr_schedule_over, ("iters", "time"))):
     if value not in choices:
         raise ValueError(f"--{key}={value!r}; use one of {', '.join(choices)}")
 if lr_schedule_over == "time" and not max_minutes:
     raise ValueError("--lr_schedule_over=time decays over the time budget: set --max_minutes too")
-stages = common.parse_block_size_schedule(block_size_schedule, block_size)  # [(block size, until fraction), ...]
+stages = parse_block_size_schedule(block_size_schedule, block_size)  # [(block size, until fraction), ...]
 if init_from not in ("scratch", "resume", *GPT2_NAMES) and not os.path.isdir(init_from):
     raise ValueError(f"--init_from={init_from!r}; use scratch, resume, {', '.join(GPT2_NAMES)} or the folder of a "
                      "transformers GPT-2 or Llama model")
@@ -140,7 +151,7 @@ if not master_process:
 # the batch: tokens per optimizer step are the same for any number of processes; each takes its share in micro-steps
 # (nanochat's total_batch_size), with a smaller micro-batch where batch_size would overshoot
 tokens_wanted = total_batch_size or gradient_accumulation_steps * batch_size * block_size
-micro_steps, micro_batch = common.split_batch(tokens_wanted, world_size, batch_size, block_size)
+micro_steps, micro_batch = split_batch(tokens_wanted, world_size, batch_size, block_size)
 tokens_per_iter = micro_steps * world_size * micro_batch * block_size
 if tokens_per_iter != tokens_wanted:
     nearest = f"{tokens_per_iter:,} tokens per step is the nearest to {tokens_wanted:,} that {world_size} " \
@@ -152,13 +163,13 @@ if tokens_per_iter != tokens_wanted:
 print(f"tokens per iteration: {tokens_per_iter:,} = {micro_steps} micro-steps x {world_size} processes x "
       f"{micro_batch} sequences x {block_size} tokens")
 
-device, device_type, dtype, compile = common.resolve_device(device, dtype, compile)
+device, device_type, dtype, compile = resolve_device(device, dtype, compile)
 if ddp:
     if device_type == "cuda":
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=10))
-ctx = common.autocast(device_type, dtype)
+ctx = autocast(device_type, dtype)
 torch.manual_seed(seed + rank)  # dropout differs per process
 random.seed(seed + rank)
 np.random.seed(seed + rank)
@@ -166,12 +177,12 @@ lr_decay_iters = lr_decay_iters or max_iters
 
 # data: meta.json and every token file checked before any work; every process draws its own stream of windows
 # (random), or its own share of each epoch
-data_dir, meta = common.find_dataset(dataset)
+data_dir, meta = find_dataset(dataset)
 train_path = os.path.join(data_dir, "train.bin")
-train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, seed, sampling, rank, world_size)
+train_loader = BatchLoader(train_path, meta, micro_batch, block_size, device, seed, sampling, rank, world_size)
 EVAL_SEED = 1234
-eval_paths = {"train": train_path, **common.eval_set_paths(eval_sets, data_dir, meta)}  # the first set after train:
-eval_loaders = {name: common.BatchLoader(path, meta, micro_batch, block_size, device, EVAL_SEED)  # val_loss
+eval_paths = {"train": train_path, **eval_set_paths(eval_sets, data_dir, meta)}  # the first set after train:
+eval_loaders = {name: BatchLoader(path, meta, micro_batch, block_size, device, EVAL_SEED)  # val_loss
                 for name, path in eval_paths.items()}
 val_name, *other_sets = list(eval_paths)[1:]  # val_loss's set, and those with a loss_<name> column each
 
@@ -188,7 +199,7 @@ if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise ValueError(f"--out_dir={out_dir} is a file, not a folder; choose another --out_dir")
 if init_from == "resume":
     # the architecture comes from the checkpoint; a setting the user asks to change must agree with it
-    checkpoint, resume_path = common.load_resume_checkpoint(out_dir, device)
+    checkpoint, resume_path = load_resume_checkpoint(out_dir, device)
     if checkpoint["meta"]["tokenizer"] != meta["tokenizer"]:
         raise ValueError(f"{resume_path} was trained on tokenizer {checkpoint['meta']['tokenizer']!r}, dataset "
                          f"{dataset!r} has {meta['tokenizer']!r}; resume with the run's own dataset")
@@ -211,7 +222,7 @@ if init_from == "resume":
     best_val_loss = checkpoint["best_val_loss"]
     clock_at_start = checkpoint.get("train_seconds", 0.0)
     print(f"resuming from {resume_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
-elif saved := sorted(common.checkpoint_files(out_dir)):
+elif saved := sorted(checkpoint_files(out_dir)):
     raise ValueError(f"{out_dir} holds {', '.join(saved)}; continue with --init_from=resume, or train from scratch "
                      "into another --out_dir (nothing was overwritten)")
 elif init_from != "scratch":
@@ -240,10 +251,10 @@ optimizers = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1,
                                             muon_learning_rate, muon_momentum)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 gradients need loss scaling
 if pretrained is not None:
-    common.load_state(raw_model, pretrained, init_from)
+    load_state(raw_model, pretrained, init_from)
     pretrained = None  # free the memory
 if checkpoint is not None:
-    common.load_state(raw_model, checkpoint["model"], resume_path)
+    load_state(raw_model, checkpoint["model"], resume_path)
 if checkpoint is not None and checkpoint["optimizer"] is None:  # merge.py's: weights only, nothing trained yet
     print(f"{resume_path} holds weights only: a fresh optimizer, data order from --seed={seed}")
     checkpoint = None
@@ -257,11 +268,11 @@ if checkpoint is not None:
     scaler.load_state_dict(checkpoint["scaler"])
     if len(checkpoint["train_loader"]) == world_size:  # one data stream and RNG state per process
         train_loader.load_state_dict(checkpoint["train_loader"][rank])
-        common.set_rng_state(checkpoint["rng"][rank])
+        set_rng_state(checkpoint["rng"][rank])
     else:  # a new process count can't continue the old streams: new ones, never a replay of seen batches
         print(f"warning: the checkpoint has {len(checkpoint['train_loader'])} data streams, this run {world_size}: "
               "data order and dropout continue from new seeds")
-        train_loader = common.BatchLoader(train_path, meta, micro_batch, block_size, device, seed + 1000 * iter_num,
+        train_loader = BatchLoader(train_path, meta, micro_batch, block_size, device, seed + 1000 * iter_num,
                                           sampling, rank, world_size)
     checkpoint = None  # free the memory
 train_model = raw_model
@@ -272,19 +283,19 @@ if compile:
     train_model = torch.compile(raw_model)
 if ddp:
     train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
-peak = peak_flops or common.peak_flops(device_type)
+peak = peak_flops or device_peak_flops(device_type)
 
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
-    common.write_json(config, os.path.join(out_dir, "config.json"))
-    common.write_json(meta, os.path.join(out_dir, "meta.json"))  # sample.py decodes from out_dir alone
+    write_json(config, os.path.join(out_dir, "config.json"))
+    write_json(meta, os.path.join(out_dir, "meta.json"))  # sample.py decodes from out_dir alone
     for name in meta.get("files", []):  # e.g. a trained tokenizer file stored beside the bins
         shutil.copy(os.path.join(data_dir, name), os.path.join(out_dir, name))
 wandb_config = None
 if wandb_log:
     wandb_config = {"project": wandb_project, "name": wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
                     "config": config}
-run_log = common.RunLog(out_dir, init_from == "resume", tensorboard_log, wandb_config, enabled=master_process,
+run_log = RunLog(out_dir, init_from == "resume", tensorboard_log, wandb_config, enabled=master_process,
                         extra_columns=[f"loss_{name}" for name in other_sets] + raw_model.metric_names())
 
 
@@ -336,17 +347,17 @@ def save(name, again=False):
     global last_save_iter, last_save_time
     if name == "ckpt.pt" and iter_num == last_save_iter and not again:
         return
-    states = [(train_loader.state_dict(), common.get_rng_state())]
+    states = [(train_loader.state_dict(), get_rng_state())]
     if ddp:
         states = [None] * world_size
-        dist.all_gather_object(states, (train_loader.state_dict(), common.get_rng_state()))
+        dist.all_gather_object(states, (train_loader.state_dict(), get_rng_state()))
     if name == "ckpt.pt":
         last_save_iter = iter_num
         last_save_time = time.time()
     if not master_process:
         return
     path = os.path.join(out_dir, name)
-    common.save_checkpoint({
+    save_checkpoint({
         "model_type": model,
         "model_args": model_args,
         "model": raw_model.state_dict(),
@@ -362,8 +373,8 @@ def save(name, again=False):
         "rng": [s[1] for s in states],
     }, path)
     if name == "ckpt.pt" and keep_checkpoints > 0:
-        common.copy_atomic(path, os.path.join(out_dir, f"ckpt_{iter_num}.pt"))
-        numbered = [f for f in common.checkpoint_files(out_dir) if f.startswith("ckpt_")]  # newest first
+        copy_atomic(path, os.path.join(out_dir, f"ckpt_{iter_num}.pt"))
+        numbered = [f for f in checkpoint_files(out_dir) if f.startswith("ckpt_")]  # newest first
         for f in numbered[keep_checkpoints:]:
             os.remove(os.path.join(out_dir, f))
 
@@ -430,7 +441,7 @@ def report(loss, lr, grad_norm, dt, T):
     """One log row, and a progress line: a tqdm bar's postfix on a terminal, a plain line elsewhere."""
     tokens_per_sec = tokens_per_iter / dt
     row = {"loss": loss, "lr": lr, "tokens_per_sec": round(tokens_per_sec, 1), "grad_norm": grad_norm,
-           "peak_mem_mb": round(common.peak_memory_mb(device_type), 1), "seq_len": T,
+           "peak_mem_mb": round(peak_memory_mb(device_type), 1), "seq_len": T,
            "tokens": iter_num * tokens_per_iter, "epoch": round(train_loader.epochs(), 4)}  # epoch: this process's
     if peak:
         row["mfu"] = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak, T)

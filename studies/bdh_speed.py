@@ -24,8 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import bench  # noqa: E402
-import common  # noqa: E402
 from configurator import configure, report_errors_in_one_line  # noqa: E402
+from hardware import resolve_device  # noqa: E402
 from model import create_model  # noqa: E402
 from tests.test_bench import ReferenceBDH, step_of  # noqa: E402
 
@@ -46,7 +46,7 @@ seed = 1337
 # -----------------------------------------------------------------------------
 report_errors_in_one_line()
 configure(globals())
-device = common.resolve_device(device, "float32", False)[0]
+device = resolve_device(device, "float32", False)[0]
 if threads:
     torch.set_num_threads(threads)
 torch.manual_seed(seed)

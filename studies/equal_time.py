@@ -38,8 +38,9 @@ import torch.nn.functional as F
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import common  # noqa: E402
+from checkpoints import load_model  # noqa: E402
 from configurator import configure  # noqa: E402
+from dataloader import BatchLoader, find_dataset, open_tokens, parse_block_size_schedule  # noqa: E402
 from eval import evaluate  # noqa: E402
 from model import create_model, pick_model_args  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
@@ -180,9 +181,9 @@ def our_step(args, data_dir, meta):
     model = create_model(cfg["model"], {**pick_model_args(cfg["model"], cfg), "vocab_size": meta["vocab_size"]})
     opts = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]), "cpu",
                                       cfg["optimizer"], cfg["muon_learning_rate"], cfg["muon_momentum"])
-    loader = common.BatchLoader(os.path.join(data_dir, "train.bin"), meta, cfg["batch_size"], cfg["block_size"],
+    loader = BatchLoader(os.path.join(data_dir, "train.bin"), meta, cfg["batch_size"], cfg["block_size"],
                                 seed=0, sampling=cfg["sampling"])
-    stages = common.parse_block_size_schedule(cfg["block_size_schedule"], cfg["block_size"])
+    stages = parse_block_size_schedule(cfg["block_size_schedule"], cfg["block_size"])
     steps, start = [], 0.0
     for T, until in stages:
         def step(it, T=T):
@@ -218,8 +219,8 @@ def ms_per_iter(step_fns):
 
 
 def val_loss(out_dir):
-    model, ckpt, meta = common.load_model(out_dir, "latest", "cpu")
-    tokens = common.open_tokens(os.path.join(dataset, "val.bin"), meta, 64)
+    model, ckpt, meta = load_model(out_dir, "latest", "cpu")
+    tokens = open_tokens(os.path.join(dataset, "val.bin"), meta, 64)
     byte_lengths = get_tokenizer(meta["tokenizer"], out_dir).byte_lengths()
     return evaluate(model, tokens, byte_lengths, 64, block_size=ckpt["config"]["block_size"])["loss"]
 
@@ -236,7 +237,7 @@ def nanogpt_val_loss(model, data_dir, meta):
 
 
 if __name__ == "__main__":
-    data_dir, meta = common.find_dataset(dataset)
+    data_dir, meta = find_dataset(dataset)
     runs = {}
     for item in re.split(r",(?=\w+(?:=|,|$))", variants):  # a comma inside a value ("16:0.2,32:0.5") stays
         name, _, extra = item.partition("=")

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import common
 import eval_reports
+from checkpoints import load_model
+from dataloader import open_tokens
 from tests.helpers import ONE_THREAD, TINY_MODEL, read_log, run_script
 from tokenizer import get_tokenizer
 
@@ -19,7 +20,7 @@ T = 32  # the tiny runs' block_size (TINY_MODEL)
 
 
 def val_tokens(tiny_dataset, meta):
-    return common.open_tokens(os.path.join(tiny_dataset, "val.bin"), meta, T)
+    return open_tokens(os.path.join(tiny_dataset, "val.bin"), meta, T)
 
 
 def record_neurons(model, x):
@@ -33,7 +34,7 @@ def record_neurons(model, x):
 
 
 def test_neuron_report_counts_what_the_layers_fire(tiny_runs, tiny_dataset):
-    model, _, meta = common.load_model(tiny_runs["bdh"])
+    model, _, meta = load_model(tiny_runs["bdh"])
     tokens = val_tokens(tiny_dataset, meta)
     enc = get_tokenizer(meta["tokenizer"], tiny_runs["bdh"])
     counts = eval_reports.count_neurons(model, tokens, T, batch_size=4, max_batches=2)
@@ -101,7 +102,7 @@ def direct_position_losses(model, x, y):
 
 
 def test_bdh_by_position_equals_its_direct_form(tiny_runs, tiny_dataset):
-    model, _, meta = common.load_model(tiny_runs["bdh"])
+    model, _, meta = load_model(tiny_runs["bdh"])
     n = 80  # past the training length of 32
     docs = eval_reports.long_documents(val_tokens(tiny_dataset, meta), meta["eot_token"], n + 1, "val")
     assert docs.shape[1] == n + 1 and (docs[:, :-1] != meta["eot_token"]).all()  # each inside one document
@@ -116,7 +117,7 @@ def test_bdh_by_position_equals_its_direct_form(tiny_runs, tiny_dataset):
 
 
 def test_gpt_sliding_window_equals_the_plain_forward(tiny_runs, tiny_dataset):
-    model, _, meta = common.load_model(tiny_runs["gpt"])
+    model, _, meta = load_model(tiny_runs["gpt"])
     docs = torch.from_numpy(eval_reports.long_documents(val_tokens(tiny_dataset, meta), meta["eot_token"], 81,
                                                         "val")[:4])
     x, y = docs[:, :-1], docs[:, 1:]

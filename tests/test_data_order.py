@@ -1,11 +1,11 @@
-"""The batch loader's data orders (common.BatchLoader, sampling=random|epoch|aligned): every window is a real stretch
+"""The batch loader's data orders (BatchLoader, sampling=random|epoch|aligned): every window is a real stretch
 of the data with the one shift, an epoch sees every window once, aligned windows start at documents, and a loader
 restored from its state_dict continues bit for bit."""
 
 import numpy as np
 import pytest
 
-import common
+from dataloader import BatchLoader
 
 T = 16
 EOT = 65535
@@ -40,7 +40,7 @@ def draw(loader, batches):
 @pytest.mark.parametrize("sampling", ["random", "epoch"])
 def test_every_window_is_a_stretch_of_the_data_with_the_shift(tmp_path, sampling):
     path, data = positions_file(tmp_path)
-    loader = common.BatchLoader(path, META, 8, T, seed=1, sampling=sampling)
+    loader = BatchLoader(path, META, 8, T, seed=1, sampling=sampling)
     for x, y in draw(loader, 50):
         for row_x, row_y in zip(x.numpy(), y.numpy()):
             s = row_x[0]
@@ -49,7 +49,7 @@ def test_every_window_is_a_stretch_of_the_data_with_the_shift(tmp_path, sampling
 
 def test_an_epoch_covers_every_window_of_its_grid_once_then_reshuffles(tmp_path):
     path, data = positions_file(tmp_path)
-    loader = common.BatchLoader(path, META, 1, T, seed=3, sampling="epoch")
+    loader = BatchLoader(path, META, 1, T, seed=3, sampling="epoch")
     starts = {0: [], 1: [], 2: []}
     while True:
         start = int(loader.next_batch()[0][0, 0])
@@ -70,10 +70,10 @@ def test_processes_share_an_epoch_without_overlap(tmp_path):
     path, _ = positions_file(tmp_path)
     shares = []
     for rank in range(3):
-        loader = common.BatchLoader(path, META, 1, T, seed=3, sampling="epoch", rank=rank, world_size=3)
+        loader = BatchLoader(path, META, 1, T, seed=3, sampling="epoch", rank=rank, world_size=3)
         loader.start_epoch()
         shares.append(set(loader.order.tolist()))
-    single = common.BatchLoader(path, META, 1, T, seed=3, sampling="epoch")
+    single = BatchLoader(path, META, 1, T, seed=3, sampling="epoch")
     single.start_epoch()
     assert not (shares[0] & shares[1]) and not (shares[1] & shares[2]) and not (shares[0] & shares[2])
     assert shares[0] | shares[1] | shares[2] == set(single.order.tolist())
@@ -85,7 +85,7 @@ def test_aligned_windows_start_at_documents_and_pack_whole_ones(tmp_path):
     for i, s in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(data)
         doc_of.update({p: s for p in range(s, end, T + 1)})
-    loader = common.BatchLoader(path, META, 4, T, seed=5, sampling="aligned")
+    loader = BatchLoader(path, META, 4, T, seed=5, sampling="aligned")
     assert loader.doc_starts.tolist() == starts
     seen, pieces, rows = set(), 0, 0
     for x, y in draw(loader, 200):
@@ -107,11 +107,11 @@ def test_aligned_windows_start_at_documents_and_pack_whole_ones(tmp_path):
 @pytest.mark.parametrize("sampling", ["random", "epoch", "aligned"])
 def test_a_loader_restored_from_its_state_continues_bit_for_bit(tmp_path, sampling):
     path, _, _ = documents_file(tmp_path)
-    a = common.BatchLoader(path, META, 4, T, seed=7, sampling=sampling)
+    a = BatchLoader(path, META, 4, T, seed=7, sampling=sampling)
     draw(a, 37)  # mid-epoch, with a half-used buffer
     state = a.state_dict()
     expected = draw(a, 200)  # across the epoch boundary too
-    b = common.BatchLoader(path, META, 4, T, seed=7, sampling=sampling)
+    b = BatchLoader(path, META, 4, T, seed=7, sampling=sampling)
     b.load_state_dict(state)
     for (x1, y1), (x2, y2) in zip(expected, draw(b, 200)):
         assert (x1 == x2).all() and (y1 == y2).all()

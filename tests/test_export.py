@@ -13,8 +13,8 @@ SKIP = "export and --init_from need transformers and safetensors (pip install -r
 transformers = pytest.importorskip("transformers", reason=SKIP)
 pytest.importorskip("safetensors", reason=SKIP)
 
-import common  # noqa: E402 (after the skips)
 import hf  # noqa: E402
+from checkpoints import load_model, save_checkpoint  # noqa: E402 (after the skips)
 from model import create_model  # noqa: E402
 from tests.helpers import REPO, SHARED_DATA, TINY_MODEL, assert_one_line_error, run_script  # noqa: E402
 
@@ -87,7 +87,7 @@ def test_init_from_a_transformers_folder_starts_from_its_weights_and_exports_bac
     train(monkeypatch, f"--dataset={tiny_dataset}", f"--out_dir={tmp_path / 'run'}", *TINY_MODEL,
           f"--init_from={tmp_path / 'pretrained'}", "--max_iters=1", "--eval_interval=1", "--learning_rate=0",
           "--decay_lr=False", "--dropout=0.0")
-    model, ckpt, _ = common.load_model(str(tmp_path / "run"))
+    model, ckpt, _ = load_model(str(tmp_path / "run"))
     x = torch.randint(0, 257, (2, 32), generator=torch.Generator().manual_seed(2))
     assert (logits(model, x) - logits(pretrained, x)).abs().max() < 1e-5
     assert ckpt["model_args"]["block_size"] == 32
@@ -131,7 +131,7 @@ def test_a_gpt2_tokenizer_run_exports_its_tokenizer(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     model = tiny_gpt(vocab_size=50257)
-    common.save_checkpoint({"model_type": "gpt", "model_args": vars(model.config), "model": model.state_dict(),
+    save_checkpoint({"model_type": "gpt", "model_args": vars(model.config), "model": model.state_dict(),
                             "iter_num": 0, "config": {"block_size": 32}}, str(run / "ckpt.pt"))
     meta = {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16", "eot_token": 50256}
     (run / "meta.json").write_text(json.dumps(meta))

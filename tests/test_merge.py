@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import model as model_module
-from common import load_model
+from checkpoints import load_model
 from merge import merge_bdh, neuron_order, rotary_frequencies
 from model import BDH, BDHConfig
 from tests.helpers import ONE_THREAD, TINY_MODEL, read_log, run_script

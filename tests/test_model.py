@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import common
-from tests.helpers import REPO
+import dataloader
 import model as model_module
+from checkpoints import load_checkpoint, save_checkpoint
+from dataloader import BatchLoader
 from model import BDHConfig, HeadwiseMuon, create_model, pick_model_args, sample_next_token, swiglu_hidden
+from tests.helpers import REPO
 
 # CPU float math slows down 10x or more on denormal numbers, which some of these trainings produce
 torch.set_flush_denormal(True)
@@ -44,7 +46,7 @@ def train_on(model, tokens, tmp_path, steps, lr=1e-2, batch_size=16, copy_bug=Fa
     """Train through the real batch loader on a token file; returns the mean loss of the last 20 steps."""
     path = str(tmp_path / "train.bin")
     np.asarray(tokens, dtype=np.uint16).tofile(path)
-    loader = common.BatchLoader(path, META, batch_size, TINY["block_size"], seed=0)
+    loader = BatchLoader(path, META, batch_size, TINY["block_size"], seed=0)
     (opt,) = model.configure_optimizers(0.0, lr, (0.9, 0.95), "cpu")
     losses = []
     for _ in range(steps):
@@ -102,26 +104,26 @@ def test_learns_a_deterministic_next_token_rule(tmp_path, variant):
 def test_batch_loader_targets_are_inputs_shifted_by_one(tmp_path):
     path = str(tmp_path / "t.bin")
     np.arange(1000, dtype=np.uint16).tofile(path)
-    x, y = common.BatchLoader(path, META, 4, 8, seed=0).next_batch()
+    x, y = BatchLoader(path, META, 4, 8, seed=0).next_batch()
     assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
 
 
 def test_a_token_id_past_the_vocabulary_never_reaches_the_model(tmp_path, monkeypatch):
     # a file too large to scan whole at start is sampled; the one bad id the samples miss is caught in its batch
-    monkeypatch.setattr(common, "SCAN_ALL_TOKENS", 1000)
-    monkeypatch.setattr(common, "SAMPLE_TOKENS", 10)
+    monkeypatch.setattr(dataloader, "SCAN_ALL_TOKENS", 1000)
+    monkeypatch.setattr(dataloader, "SAMPLE_TOKENS", 10)
     tokens = np.ones(10_000, dtype=np.uint16)
     tokens[5010] = 300
     path = str(tmp_path / "train.bin")
     tokens.tofile(path)
     meta = {"dtype": "uint16", "vocab_size": 257}
-    loader = common.BatchLoader(path, meta, 8, 64, seed=0)  # the start-up samples miss position 5010
+    loader = BatchLoader(path, meta, 8, 64, seed=0)  # the start-up samples miss position 5010
     with pytest.raises(ValueError, match="train.bin holds token id 300, but meta.json's vocab_size is 257"):
         for _ in range(1000):
             loader.next_batch()
-    monkeypatch.setattr(common, "SCAN_ALL_TOKENS", 2**25)  # scanned whole, it fails at once
+    monkeypatch.setattr(dataloader, "SCAN_ALL_TOKENS", 2**25)  # scanned whole, it fails at once
     with pytest.raises(ValueError, match="token id 300"):
-        common.BatchLoader(path, meta, 8, 64)
+        BatchLoader(path, meta, 8, 64)
 
 
 @pytest.mark.parametrize("variant", ["gpt", "gqa", "bdh"])
@@ -358,8 +360,8 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, variant):
     model_type = VARIANTS[variant][0]
     ckpt = {"model_type": model_type, "model_args": vars(model.config), "model": model.state_dict(), "iter_num": 0,
             "config": {}}
-    common.save_checkpoint(ckpt, path)
-    ckpt = common.load_checkpoint(path)
+    save_checkpoint(ckpt, path)
+    ckpt = load_checkpoint(path)
     clone = create_model(ckpt["model_type"], ckpt["model_args"])
     clone.load_state_dict(ckpt["model"])
     x = torch.randint(0, 64, (2, 16))

@@ -11,7 +11,8 @@ import time
 import pytest
 import torch
 
-import common
+from checkpoints import load_model
+from generation import Completion
 from tests.helpers import ONE_THREAD, ForkServer, ServeProcess, run_script
 from tokenizer import ByteTokenizer
 
@@ -77,7 +78,7 @@ def test_models_lists_the_runs_with_their_parameters_and_iteration(tiny_server, 
     assert status == 200 and models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["gpt", "bdh"]  # the run folders' names
     for m in models["data"]:
-        model, ckpt, _ = common.load_model(tiny_runs[m["id"]])
+        model, ckpt, _ = load_model(tiny_runs[m["id"]])
         assert m["model_type"] == m["id"] and m["iter_num"] == ckpt["iter_num"] == (60 if m["id"] == "gpt" else 10)
         assert m["parameters"] == model.num_params() and m["model_args"] == ckpt["model_args"]
     assert models["validators"] == ["json", "python", "checks:short"]
@@ -260,7 +261,7 @@ class ScriptedModel(torch.nn.Module):
 ])
 def test_completion_holds_back_a_split_character_and_stops_at_end_of_text(ids, max_new_tokens, pieces,
                                                                          finish_reason):
-    completion = common.Completion(ScriptedModel(ids), ByteTokenizer(), "x", max_new_tokens)
+    completion = Completion(ScriptedModel(ids), ByteTokenizer(), "x", max_new_tokens)
     assert list(completion) == pieces
     assert completion.finish_reason == finish_reason and completion.text == "".join(pieces)
     assert 256 not in completion.tokens

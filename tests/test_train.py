@@ -12,7 +12,10 @@ import sys
 import pytest
 import torch
 
-import common
+import hardware
+from checkpoints import load_checkpoint, save_checkpoint
+from dataloader import split_batch
+from hardware import resolve_device
 from tests.helpers import REPO, TINY_MODEL, assert_one_line_error, read_log, run_script
 
 
@@ -53,7 +56,7 @@ def test_resume_after_sigkill_is_bit_exact(tiny_dataset, tmp_path):
 
 def test_checkpoint_interrupted_mid_write_leaves_the_previous_one(tmp_path, monkeypatch):
     path = str(tmp_path / "ckpt.pt")
-    common.save_checkpoint({"iter_num": 1, "model": {"w": torch.ones(3)}}, path)
+    save_checkpoint({"iter_num": 1, "model": {"w": torch.ones(3)}}, path)
     real_save = torch.save
 
     def dying_save(obj, f):
@@ -64,8 +67,8 @@ def test_checkpoint_interrupted_mid_write_leaves_the_previous_one(tmp_path, monk
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        common.save_checkpoint({"iter_num": 2, "model": {"w": torch.zeros(3)}}, path)
-    assert common.load_checkpoint(path, keys=["iter_num"])["iter_num"] == 1  # the loader train.py and sample.py use
+        save_checkpoint({"iter_num": 2, "model": {"w": torch.zeros(3)}}, path)
+    assert load_checkpoint(path, keys=["iter_num"])["iter_num"] == 1  # the loader train.py and sample.py use
 
 
 def train_in_process(monkeypatch, capsys, *args):
@@ -157,7 +160,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
 @pytest.mark.parametrize("world_size", range(1, 9))
 def test_any_process_count_shares_the_default_step(world_size):
     # train.py's defaults: 1 micro-step of 32 sequences of 256 tokens = 8192 tokens per step
-    micro_steps, sequences = common.split_batch(8192, world_size, 32, 256)
+    micro_steps, sequences = split_batch(8192, world_size, 32, 256)
     tokens = micro_steps * world_size * sequences * 256
     assert 1 <= sequences <= 32 and micro_steps == 1
     assert abs(tokens - 8192) <= world_size * 256 / 2  # the nearest whole number of sequences per process
@@ -172,7 +175,7 @@ def test_any_process_count_shares_the_default_step(world_size):
     (37 * 256, 1, 32, 256, (2, 18)),  # 37 sequences can't be split in at most 32: the nearest, 36
 ])
 def test_split_batch(tokens, world_size, batch_size, block_size, expected):
-    assert common.split_batch(tokens, world_size, batch_size, block_size) == expected
+    assert split_batch(tokens, world_size, batch_size, block_size) == expected
 
 
 def test_an_impossible_total_batch_size_says_what_would_work(tiny_dataset, tmp_path):
@@ -270,10 +273,10 @@ def test_auto_device_choices(capability, asked, expect_dtype, expect_compile, mo
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
-    monkeypatch.setattr(common, "_compile_problem", lambda cc: "old GPU" if cc < (7, 0) else None)
-    device, device_type, dtype, compile = common.resolve_device("auto", *asked)
+    monkeypatch.setattr(hardware, "_compile_problem", lambda cc: "old GPU" if cc < (7, 0) else None)
+    device, device_type, dtype, compile = resolve_device("auto", *asked)
     assert (device, dtype, compile) == ("cuda", expect_dtype, expect_compile)
 
 
 def test_compile_is_refused_below_compute_capability_7():
-    assert "7.0" in common._compile_problem((6, 0))
+    assert "7.0" in hardware._compile_problem((6, 0))
