@@ -118,8 +118,9 @@ def configure(namespace, argv=None):
     return {k: namespace[k] for k in keys}
 
 
-def check_values(config, positive=(), non_negative=(), fractions=()):
-    """Values of the right type but out of range are ValueErrors naming the key; None means 'not set'."""
+def check_values(config, positive=(), non_negative=(), fractions=(), choices=None):
+    """Values of the right type but out of range, or not among a key's choices ({key: options}), are ValueErrors
+    naming the key; None means 'not set'."""
     rules = [(positive, "> 0", lambda v: v > 0), (non_negative, ">= 0", lambda v: v >= 0),
              (fractions, "at least 0 and below 1", lambda v: 0 <= v < 1)]
     for keys, what, ok in rules:
@@ -128,6 +129,9 @@ def check_values(config, positive=(), non_negative=(), fractions=()):
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if value is not None and not (number and ok(value)):
                 raise ValueError(f"--{key}={value!r} must be a number {what}")
+    for key, options in (choices or {}).items():
+        if config[key] not in options:
+            raise ValueError(f"--{key}={config[key]!r}; use one of {', '.join(map(str, options))}")
 
 
 def _apply_file(namespace, keys, path):

@@ -76,6 +76,11 @@ def parse_block_size_schedule(schedule, block_size):
     return stages + [(block_size, 1.0)]
 
 
+def seq_len_at(stages, done):
+    """The sequence length of the curriculum's stage at a point of training (done: 0 to 1, optim.progress_at)."""
+    return next(length for length, until in stages if done < until or until == 1.0)
+
+
 def read_meta(path):
     """meta.json, checked for what every script relies on: the tokenizer, vocab_size, and the bins' dtype."""
     fix = "restore it (a run's meta.json is a copy of its dataset's) or prepare the data again (python prepare.py ...)"
@@ -284,3 +289,23 @@ def split_batch(tokens, world_size, batch_size, block_size):
         candidates.append((abs(micro_steps * sequences - share), micro_steps, sequences))
     _, micro_steps, sequences = min(candidates)
     return micro_steps, sequences
+
+
+def plan_batch(total_batch_size, gradient_accumulation_steps, batch_size, block_size, world_size):
+    """(micro-steps, sequences per micro-step, tokens per step) of a step of total_batch_size tokens (0: of
+    gradient_accumulation_steps x batch_size x block_size) on world_size processes (nanochat's total_batch_size).
+    Where no split meets the tokens asked for exactly: the nearest, said in a note, or with total_batch_size an
+    error that names the nearest."""
+    tokens_wanted = total_batch_size or gradient_accumulation_steps * batch_size * block_size
+    micro_steps, micro_batch = split_batch(tokens_wanted, world_size, batch_size, block_size)
+    tokens_per_iter = micro_steps * world_size * micro_batch * block_size
+    if tokens_per_iter != tokens_wanted:
+        nearest = (f"{tokens_per_iter:,} tokens per step is the nearest to {tokens_wanted:,} that {world_size} "
+                   f"process(es) can split into {block_size}-token sequences, at most {batch_size} per micro-step")
+        if total_batch_size:
+            raise ValueError(f"--total_batch_size={total_batch_size} can't be met: use --total_batch_size="
+                             f"{tokens_per_iter} ({nearest})")
+        print(f"note: {nearest}")
+    print(f"tokens per iteration: {tokens_per_iter:,} = {micro_steps} micro-steps x {world_size} processes x "
+          f"{micro_batch} sequences x {block_size} tokens")
+    return micro_steps, micro_batch, tokens_per_iter

@@ -1,13 +1,18 @@
 """
 The machine a script runs on: which device, precision and compile to use (resolve_device turns 'auto' into working
-choices and says why), the autocast context, the device's peak FLOP/s for MFU, and peak memory.
+choices and says why), the autocast context, the device's peak FLOP/s for MFU and peak memory, torchrun's processes
+(DDP) and what they agree on, and the signals that ask the process to stop.
 """
 
+import os
 import re
+import signal
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 
 # dense bf16/fp16 tensor-core peak FLOP/s by device name, for MFU (first match wins, so specific names first)
 PEAK_FLOPS = [
@@ -103,3 +108,86 @@ def peak_memory_mb(device_type):
     import resource  # not on Windows, which has no CPU training worth measuring here anyway
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def processes():
+    """(ddp, rank, local_rank, world_size) as torchrun sets them in the environment; a plain `python train.py` is
+    rank 0 of 1."""
+    env = os.environ
+    ddp = "RANK" in env and "WORLD_SIZE" in env
+    return ddp, int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
+
+
+def init_process_group(device, device_type, local_rank):
+    """Join torchrun's processes: NCCL between GPUs (this process on GPU local_rank), gloo between CPU processes;
+    a process that waits 10 minutes for the others fails instead of hanging. Returns this process's device."""
+    if device_type == "cuda":
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=10))
+    return device
+
+
+def agree(ddp, device, *values):
+    """What every process must take together (stop, save, the clock): the largest of the processes' values, so a
+    flag is true where any process says so."""
+    if not ddp:
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def gather(ddp, world_size, obj):
+    """[each process's obj] in rank order (every process takes part)."""
+    if not ddp:
+        return [obj]
+    objs = [None] * world_size
+    dist.all_gather_object(objs, obj)
+    return objs
+
+
+def end_process_group():
+    """Leave torchrun's processes together. Called after the DDP wrapper is deleted: it holds the group, whose
+    threads must end here and not during the interpreter's shutdown, where gloo can abort the process."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def compile_model(model):
+    """torch.compile(model), where a compile that fails (an old GPU, Triton's "cannot find -lcuda") falls back to
+    eager instead of crashing; for -lcuda, run `ldconfig` or set TRITON_LIBCUDA_PATH to the folder of libcuda.so."""
+    torch._dynamo.config.suppress_errors = True
+    return torch.compile(model)
+
+
+@contextmanager
+def out_of_memory_hint(batch_size, block_size):
+    """A GPU's out-of-memory error as a one-line MemoryError that says what to change."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise MemoryError(f"CUDA out of memory at batch_size={batch_size}, block_size={block_size}: try a smaller "
+                          "--batch_size with a larger --gradient_accumulation_steps (same tokens per step), a smaller "
+                          "--block_size, or --gradient_checkpointing=True") from None
+
+
+class StopSignal:
+    """Ctrl-C and SIGTERM (Kaggle, Colab and Slurm ending a session) as a request: name is None until one comes,
+    then the signal's name, and training saves and stops after its iteration. A second Ctrl-C stops at once, with
+    the usual handlers back; restore() gives them back too (a notebook kernel's own Ctrl-C)."""
+
+    def __init__(self):
+        self.name = None
+        self.previous = {s: signal.signal(s, self.request) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def request(self, signum, frame):
+        if self.name is not None:
+            self.restore()
+            raise KeyboardInterrupt
+        self.name = signal.Signals(signum).name
+        print(f"\n{self.name}: saving a checkpoint and stopping after this iteration (press Ctrl-C again to stop now)")
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)

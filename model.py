@@ -15,7 +15,6 @@ cache is the explicit decoding state from model.new_cache(): GPT's keys and valu
 state. Passed to forward, it is read and then extended by the new tokens; generate() does this for you.
 """
 
-import inspect
 import math
 import warnings
 from dataclasses import dataclass, fields
@@ -24,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from optim import configure_optimizers
 
 # compiled BDH runs its rotary's complex product eagerly, on purpose (bdh_apply_rope): not a slowdown to warn of
 warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
@@ -71,42 +72,6 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
-class HeadwiseMuon(torch.optim.Muon if hasattr(torch.optim, "Muon") else object):
-    """torch.optim.Muon, which takes 2-D matrices only, extended to stacks of them: BDH's encoders (n_head, D, N) are
-    n_head matrices, each orthogonalised on its own. Muon sees a 2-D view of each head that shares the weight's
-    storage, so its in-place updates land in the weight; a hook points each view's gradient at its head's slice
-    of the weight's gradient whenever backward writes it."""
-
-    def __init__(self, params, **kwargs):
-        self.stacks = []  # (the stacked weight, its per-head views)
-        matrices = []
-        for p in params:
-            if p.dim() == 2:
-                matrices.append(p)
-                continue
-            views = [nn.Parameter(p.data[h]) for h in range(p.size(0))]  # (D, N) views of p's storage
-            self.stacks.append((p, views))
-            matrices += views
-            p.register_post_accumulate_grad_hook(lambda p, views=views: self._point_grads(p, views))
-        super().__init__(matrices, **kwargs)
-
-    @staticmethod
-    def _point_grads(p, views):
-        for h, view in enumerate(views):
-            view.grad = None if p.grad is None else p.grad[h]
-
-    def step(self, closure=None):
-        for p, views in self.stacks:  # again here: a gradient written without the hook (DDP's copy) is seen too
-            self._point_grads(p, views)
-        return super().step(closure)
-
-    def zero_grad(self, set_to_none=True):
-        super().zero_grad(set_to_none)
-        for p, _ in self.stacks:  # the stacked weights are not Muon's own parameters: their gradients too
-            if p.grad is not None:
-                p.grad = None if set_to_none else p.grad.zero_()
-
-
 class LanguageModel(nn.Module):
     """What GPT and BDH share. A subclass defines forward(idx, targets=None, cache=None), new_cache(),
     embedding_modules() and flops_per_token(seq_len)."""
@@ -130,30 +95,9 @@ class LanguageModel(nn.Module):
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer="adamw",
                              muon_learning_rate=0.02, muon_momentum=0.95):
-        """A list of optimizers that together hold every parameter once. 'adamw': AdamW, with weight decay on
-        matrices and embeddings (dim >= 2) only, never on biases and norm gains. 'muon': torch.optim.Muon for the
-        hidden matrices (everything of dim >= 2 outside the embeddings and head), AdamW for the rest; each group
-        keeps its base learning rate in group["base_lr"] for the schedule to scale."""
-        params = [p for p in self.parameters() if p.requires_grad]  # parameters() yields a tied tensor once
-        embedding = {id(p) for m in self.embedding_modules() for p in m.parameters()}
-        hidden = [p for p in params if optimizer == "muon" and p.dim() >= 2 and id(p) not in embedding]
-        adam = [p for p in params if all(p is not q for q in hidden)]
-        groups = [
-            {"params": [p for p in adam if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in adam if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))]
-        if hidden:
-            if not hasattr(torch.optim, "Muon"):
-                raise ImportError(f"--optimizer=muon needs torch >= 2.9 (torch.optim.Muon), this is "
-                                  f"{torch.__version__}: pip install -U torch, or use --optimizer=adamw")
-            # weight decay 0: Muon's orthogonalised updates keep the weights' scale bounded without it (nanochat)
-            optimizers.append(HeadwiseMuon(hidden, lr=muon_learning_rate, momentum=muon_momentum, weight_decay=0.0))
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["base_lr"] = group["lr"]
-        return optimizers
+        """A list of optimizers that together hold every parameter once: optim.configure_optimizers."""
+        return configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer,
+                                    muon_learning_rate, muon_momentum)
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops, seq_len):
         """Model FLOPs utilization: achieved training FLOP/s (forward and backward) over the device's peak."""

@@ -12,44 +12,34 @@ Writes to out_dir: ckpt.pt (latest), best.pt (best val loss), ckpt_<iter>.pt (th
 config.json, meta.json (how to decode), log.csv. Ctrl-C, SIGTERM and max_minutes save a checkpoint and stop.
 """
 
-import math
 import os
-import random
-import shutil
-import signal
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoints import (
-    checkpoint_files,
-    get_rng_state,
-    load_resume_checkpoint,
-    load_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from checkpoints import (get_rng_state, keep_newest, load_state, resolve_start, restore_training, save_checkpoint,
+                         set_seed, start_run_folder)
 from configurator import check_values, config_keys, configure, report_errors_in_one_line
-from dataloader import SAMPLING, BatchLoader, eval_set_paths, find_dataset, parse_block_size_schedule, split_batch
-from files import copy_atomic, write_json
-from hardware import autocast, device_peak_flops, peak_memory_mb, resolve_device
+from dataloader import (SAMPLING, BatchLoader, eval_set_paths, find_dataset, parse_block_size_schedule, plan_batch,
+                        seq_len_at)
+from hardware import (StopSignal, agree, autocast, compile_model, device_peak_flops, end_process_group, gather,
+                      init_process_group, out_of_memory_hint, peak_memory_mb, processes, resolve_device)
 from hf import GPT2_NAMES
 from model import create_model, model_config, pick_model_args
+from optim import learning_rate_at, progress_at, set_learning_rate
 from run_log import RunLog
 
 # -----------------------------------------------------------------------------
 # config defaults
 # I/O
 out_dir = "out"
-init_from = "scratch"  # 'scratch' (out_dir must hold no checkpoint), 'resume' (continue out_dir/ckpt.pt), or
-# a pretrained transformers model: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (from the hub) or a local folder
+init_from = "scratch"  # 'scratch' (out_dir must hold no checkpoint), 'resume' (out_dir/ckpt.pt), or a transformers
+# model: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (from the hub) or a local folder
 eval_interval = 250  # save ckpt.pt, then evaluate (and save best.pt when val improves), every this many iterations
 eval_iters = 20  # batches per eval; the same batches every time, so evals compare
 eval_sets = "val"  # comma-separated sets evaluated at every eval: 'val' (the dataset's), or paths to other token files
@@ -71,13 +61,11 @@ dataset = "synthetic_stories"  # a folder under data/, or a path to one, holding
 batch_size = 32  # sequences per micro-step and process (fewer where several processes share a small step)
 block_size = 256
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, as on one process
-total_batch_size = 0  # tokens per optimizer step, all processes together; 0: gradient_accumulation_steps *
-# batch_size * block_size. The step is the same on 1 process or K: each derives its share of micro-steps from it
+total_batch_size = 0  # tokens per step, all processes together (the same on 1 process or K); 0: the product above
 sampling = "random"  # training windows: 'random' offsets, 'epoch' (each window of a grid once per epoch, shuffled)
 # or 'aligned' (windows start at documents, which are best-fit packed into them); see BatchLoader
-block_size_schedule = ""  # shorter sequences first, e.g. "128:0.2,256:0.5": 128 tokens for the first 20% of the
-# schedule (lr_decay_iters, or max_minutes with lr_schedule_over='time'), 256 until 50%, then block_size; the batch
-# grows to match, so tokens per step stay the same
+block_size_schedule = ""  # shorter sequences first: "128:0.2,256:0.5" is 128 tokens for 20% of the schedule, 256
+# until 50%, then block_size, in more sequences per batch (the same tokens per step)
 # model: the fields of model.GPTConfig / BDHConfig of the same name (vocab_size comes from the data)
 model = "gpt"  # 'gpt' or 'bdh'
 n_layer = 6
@@ -104,8 +92,7 @@ beta2 = 0.95
 grad_clip = 1.0  # clip the gradient norm to this; 0 disables
 # learning rate schedule: linear warmup, then cosine decay to min_lr (the same shape for every group)
 decay_lr = True
-lr_schedule_over = "iters"  # 'iters': decay over lr_decay_iters; 'time': over max_minutes of training, counted
-# across resumes, so a run its time budget stops has finished its decay
+lr_schedule_over = "iters"  # 'iters': over lr_decay_iters; 'time': over max_minutes of training (resumes included)
 warmup_iters = 100
 lr_decay_iters = None  # None: max_iters
 min_lr = 6e-5
@@ -124,56 +111,30 @@ check_values(config, positive=("batch_size", "block_size", "gradient_accumulatio
              non_negative=("total_batch_size", "max_iters", "learning_rate", "min_lr", "warmup_iters",
                            "lr_decay_iters", "weight_decay", "muon_learning_rate", "grad_clip", "keep_checkpoints",
                            "checkpoint_minutes", "max_minutes", "early_stopping_patience", "peak_flops"),
-             fractions=("beta1", "beta2", "muon_momentum"))
-for key, value, choices in (("optimizer", optimizer, ("adamw", "muon")), ("sampling", sampling, SAMPLING),
-                            ("lr_schedule_over", lr_schedule_over, ("iters", "time"))):
-    if value not in choices:
-        raise ValueError(f"--{key}={value!r}; use one of {', '.join(choices)}")
+             fractions=("beta1", "beta2", "muon_momentum"),
+             choices={"optimizer": ("adamw", "muon"), "sampling": SAMPLING, "lr_schedule_over": ("iters", "time")})
 if lr_schedule_over == "time" and not max_minutes:
     raise ValueError("--lr_schedule_over=time decays over the time budget: set --max_minutes too")
 stages = parse_block_size_schedule(block_size_schedule, block_size)  # [(block size, until fraction), ...]
 if init_from not in ("scratch", "resume", *GPT2_NAMES) and not os.path.isdir(init_from):
     raise ValueError(f"--init_from={init_from!r}; use scratch, resume, {', '.join(GPT2_NAMES)} or the folder of a "
                      "transformers GPT-2 or Llama model")
-# model fields that may change on resume: they change how the model trains, not what it is
-RESUMABLE = ("dropout", "gradient_checkpointing")
 # -----------------------------------------------------------------------------
 
-# processes: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` is rank 0 of 1
-ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-rank = int(os.environ.get("RANK", 0))
-local_rank = int(os.environ.get("LOCAL_RANK", 0))
-world_size = int(os.environ.get("WORLD_SIZE", 1))
+ddp, rank, local_rank, world_size = processes()  # torchrun's; a plain `python train.py` is rank 0 of 1
 master_process = rank == 0  # logs and writes files; the others only compute
 if not master_process:
     sys.stdout = open(os.devnull, "w")
 
 # the batch: tokens per optimizer step are the same for any number of processes; each takes its share in micro-steps
-# (nanochat's total_batch_size), with a smaller micro-batch where batch_size would overshoot
-tokens_wanted = total_batch_size or gradient_accumulation_steps * batch_size * block_size
-micro_steps, micro_batch = split_batch(tokens_wanted, world_size, batch_size, block_size)
-tokens_per_iter = micro_steps * world_size * micro_batch * block_size
-if tokens_per_iter != tokens_wanted:
-    nearest = f"{tokens_per_iter:,} tokens per step is the nearest to {tokens_wanted:,} that {world_size} " \
-              f"process(es) can split into {block_size}-token sequences, at most {batch_size} per micro-step"
-    if total_batch_size:
-        raise ValueError(f"--total_batch_size={total_batch_size} can't be met: use --total_batch_size="
-                         f"{tokens_per_iter} ({nearest})")
-    print(f"note: {nearest}")
-print(f"tokens per iteration: {tokens_per_iter:,} = {micro_steps} micro-steps x {world_size} processes x "
-      f"{micro_batch} sequences x {block_size} tokens")
+micro_steps, micro_batch, tokens_per_iter = plan_batch(total_batch_size, gradient_accumulation_steps, batch_size,
+                                                       block_size, world_size)
 
 device, device_type, dtype, compile = resolve_device(device, dtype, compile)
 if ddp:
-    if device_type == "cuda":
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=10))
+    device = init_process_group(device, device_type, local_rank)
 ctx = autocast(device_type, dtype)
-torch.manual_seed(seed + rank)  # dropout differs per process
-random.seed(seed + rank)
-np.random.seed(seed + rank)
-lr_decay_iters = lr_decay_iters or max_iters
+set_seed(seed + rank)  # dropout differs per process
 
 # data: meta.json and every token file checked before any work; every process draws its own stream of windows
 # (random), or its own share of each epoch
@@ -186,117 +147,36 @@ eval_loaders = {name: BatchLoader(path, meta, micro_batch, block_size, device, E
                 for name, path in eval_paths.items()}
 val_name, *other_sets = list(eval_paths)[1:]  # val_loss's set, and those with a loss_<name> column each
 
-# model: its fields come from the config keys of the same name, vocab_size from the data
+# model: its fields come from the config keys of the same name, vocab_size from the data; resume and init_from
+# (checkpoints.resolve_start) say where its architecture and weights come from
 model_args = {**pick_model_args(model, config), "vocab_size": meta["vocab_size"]}
 model_config(model, model_args)  # a shape that can't be built stops here, in one line naming the key
-iter_num = 0
-best_val_loss = float("inf")
-clock_at_start = 0.0  # seconds this run trained before this process started (resume): the time schedule's clock
-checkpoint = None
-pretrained = None  # --init_from=gpt2|PATH: the transformers model's weights in our GPT's names
-ckpt_path = os.path.join(out_dir, "ckpt.pt")
-if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise ValueError(f"--out_dir={out_dir} is a file, not a folder; choose another --out_dir")
-if init_from == "resume":
-    # the architecture comes from the checkpoint; a setting the user asks to change must agree with it
-    checkpoint, resume_path = load_resume_checkpoint(out_dir, device)
-    if checkpoint["meta"]["tokenizer"] != meta["tokenizer"]:
-        raise ValueError(f"{resume_path} was trained on tokenizer {checkpoint['meta']['tokenizer']!r}, dataset "
-                         f"{dataset!r} has {meta['tokenizer']!r}; resume with the run's own dataset")
-    if model != defaults["model"] and model != checkpoint["model_type"]:
-        raise ValueError(f"{resume_path} holds a {checkpoint['model_type']} model, not {model}: drop --model or "
-                         "use a new --out_dir")
-    model = checkpoint["model_type"]
-    for k, v in checkpoint["model_args"].items():
-        if k == "vocab_size" and v != model_args[k]:
-            raise ValueError(f"{resume_path} has vocab_size {v} but dataset {dataset!r} has {model_args[k]}")
-        user_set = k in config and config[k] != defaults[k]
-        if user_set and k not in RESUMABLE and model_args[k] != v:
-            raise ValueError(f"{resume_path} was trained with {k}={v!r}, this run asks for {k}={model_args[k]!r}; "
-                             "the architecture can't change on resume: drop the override or use a new --out_dir")
-    model_args = {**checkpoint["model_args"], **{k: model_args[k] for k in RESUMABLE if k in model_args}}
-    for k, v in checkpoint["config"].items():  # training settings may change on resume: say which did
-        if k in config and k not in model_args and k != "init_from" and config[k] != v:
-            print(f"resume: {k} changed from {v!r} to {config[k]!r}")
-    iter_num = checkpoint["iter_num"]
-    best_val_loss = checkpoint["best_val_loss"]
-    clock_at_start = checkpoint.get("train_seconds", 0.0)
-    print(f"resuming from {resume_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
-elif saved := sorted(checkpoint_files(out_dir)):
-    raise ValueError(f"{out_dir} holds {', '.join(saved)}; continue with --init_from=resume, or train from scratch "
-                     "into another --out_dir (nothing was overwritten)")
-elif init_from != "scratch":
-    # the architecture comes from the pretrained model's config; dropout, block_size (shorter only) from ours
-    import hf
-
-    if model != "gpt":  # before the download
-        raise ValueError(f"--init_from={init_from} is a GPT; drop --model={model}")
-    pretrained_args, pretrained = hf.from_hf(hf.load_hf(init_from))
-    if pretrained_args["vocab_size"] != meta["vocab_size"]:
-        raise ValueError(f"--init_from={init_from} has vocab_size {pretrained_args['vocab_size']}, dataset {dataset!r} "
-                         f"(tokenizer {meta['tokenizer']!r}) has {meta['vocab_size']}: prepare the data with the "
-                         "model's tokenizer (for GPT-2: --tokenizer=gpt2)")
-    if block_size > pretrained_args["block_size"]:
-        raise ValueError(f"--block_size={block_size} is longer than {init_from}'s {pretrained_args['block_size']} "
-                         "positions; use at most that")
-    if "wpe.weight" in pretrained:
-        pretrained["wpe.weight"] = pretrained["wpe.weight"][:block_size]  # the position table, cropped
-    model_args = {**pretrained_args, "block_size": block_size, **{k: model_args[k] for k in RESUMABLE}}
-    print(f"starting from {init_from}")
-
+start = resolve_start(init_from, out_dir, model, model_args, config, defaults, meta, device)
+model, model_args, iter_num, best_val_loss = start.model_type, start.model_args, start.iter_num, start.best_val_loss
+clock_at_start = start.train_seconds  # seconds this run trained before this process started: the time schedule's
 raw_model = create_model(model, model_args).to(device)  # unwrapped and uncompiled: this one is saved and sampled
 print(f"{model}: {raw_model.num_params() / 1e6:.2f}M parameters "
       f"({raw_model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding)")
 optimizers = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer,
                                             muon_learning_rate, muon_momentum)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 gradients need loss scaling
-if pretrained is not None:
-    load_state(raw_model, pretrained, init_from)
-    pretrained = None  # free the memory
-if checkpoint is not None:
-    load_state(raw_model, checkpoint["model"], resume_path)
-if checkpoint is not None and checkpoint["optimizer"] is None:  # merge.py's: weights only, nothing trained yet
-    print(f"{resume_path} holds weights only: a fresh optimizer, data order from --seed={seed}")
-    checkpoint = None
-if checkpoint is not None:
-    saved = checkpoint["optimizer"] if isinstance(checkpoint["optimizer"], list) else [checkpoint["optimizer"]]
-    if len(saved) != len(optimizers):
-        raise ValueError(f"{resume_path} was trained with --optimizer={checkpoint['config'].get('optimizer', 'adamw')}"
-                         f", this run asks for {optimizer}: its state can't carry over; resume with the run's own")
-    for opt, state in zip(optimizers, saved):
-        opt.load_state_dict(state)
-    scaler.load_state_dict(checkpoint["scaler"])
-    if len(checkpoint["train_loader"]) == world_size:  # one data stream and RNG state per process
-        train_loader.load_state_dict(checkpoint["train_loader"][rank])
-        set_rng_state(checkpoint["rng"][rank])
-    else:  # a new process count can't continue the old streams: new ones, never a replay of seen batches
-        print(f"warning: the checkpoint has {len(checkpoint['train_loader'])} data streams, this run {world_size}: "
-              "data order and dropout continue from new seeds")
-        train_loader = BatchLoader(train_path, meta, micro_batch, block_size, device, seed + 1000 * iter_num,
-                                          sampling, rank, world_size)
-    checkpoint = None  # free the memory
-train_model = raw_model
-if compile:
-    # a compile that fails (old GPU, Triton "cannot find -lcuda") falls back to eager instead of crashing;
-    # for -lcuda, run `ldconfig` or set TRITON_LIBCUDA_PATH to the folder that holds libcuda.so
-    torch._dynamo.config.suppress_errors = True
-    train_model = torch.compile(raw_model)
+if start.weights is not None:
+    load_state(raw_model, start.weights, start.source)
+if start.checkpoint and not restore_training(start, optimizers, scaler, train_loader, rank, world_size, config):
+    train_loader = BatchLoader(train_path, meta, micro_batch, block_size, device, seed + 1000 * iter_num, sampling,
+                               rank, world_size)
+start = None  # free the checkpoint's memory
+train_model = compile_model(raw_model) if compile else raw_model  # falls back to eager where compile fails
 if ddp:
     train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
 peak = peak_flops or device_peak_flops(device_type)
 
 if master_process:
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(config, os.path.join(out_dir, "config.json"))
-    write_json(meta, os.path.join(out_dir, "meta.json"))  # sample.py decodes from out_dir alone
-    for name in meta.get("files", []):  # e.g. a trained tokenizer file stored beside the bins
-        shutil.copy(os.path.join(data_dir, name), os.path.join(out_dir, name))
-wandb_config = None
-if wandb_log:
-    wandb_config = {"project": wandb_project, "name": wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
-                    "config": config}
+    start_run_folder(out_dir, config, meta, data_dir)
+wandb_config = {"project": wandb_project, "config": config,
+                "name": wandb_run_name or os.path.basename(os.path.abspath(out_dir))} if wandb_log else None
 run_log = RunLog(out_dir, init_from == "resume", tensorboard_log, wandb_config, enabled=master_process,
-                        extra_columns=[f"loss_{name}" for name in other_sets] + raw_model.metric_names())
+                 extra_columns=[f"loss_{name}" for name in other_sets] + raw_model.metric_names())
 
 
 @torch.no_grad()
@@ -319,64 +199,26 @@ def estimate_loss():
     return out
 
 
-def get_lr(it, clock):
-    """Linear warmup over warmup_iters, then cosine decay to min_lr at lr_decay_iters, or with
-    lr_schedule_over='time' at max_minutes of training (clock: seconds trained, resumes included)."""
-    if not decay_lr:
-        return learning_rate
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if lr_schedule_over == "time":
-        ratio = min(1.0, clock / (60 * max_minutes))
-    elif it >= lr_decay_iters:
-        return min_lr
-    else:
-        ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
-
-
-def seq_len(it, clock):
-    """The block size of the curriculum's stage at this point of training (block_size without a schedule)."""
-    done = clock / (60 * max_minutes) if lr_schedule_over == "time" else it / max(1, lr_decay_iters)
-    return next(length for length, until in stages if done < until or until == 1.0)
-
-
 def save(name, again=False):
     """Save a checkpoint; ckpt.pt only once per iteration unless again (best_val_loss changed since). Every process
     takes part: their data streams and RNG states are gathered. The master writes."""
     global last_save_iter, last_save_time
     if name == "ckpt.pt" and iter_num == last_save_iter and not again:
         return
-    states = [(train_loader.state_dict(), get_rng_state())]
-    if ddp:
-        states = [None] * world_size
-        dist.all_gather_object(states, (train_loader.state_dict(), get_rng_state()))
+    states = gather(ddp, world_size, (train_loader.state_dict(), get_rng_state()))  # every process's stream
     if name == "ckpt.pt":
         last_save_iter = iter_num
         last_save_time = time.time()
     if not master_process:
         return
     path = os.path.join(out_dir, name)
-    save_checkpoint({
-        "model_type": model,
-        "model_args": model_args,
-        "model": raw_model.state_dict(),
-        "optimizer": [opt.state_dict() for opt in optimizers],
-        "scaler": scaler.state_dict(),
-        "iter_num": iter_num,
-        "tokens_per_iter": tokens_per_iter,
-        "best_val_loss": best_val_loss,
-        "train_seconds": clock,
-        "config": config,
-        "meta": meta,
-        "train_loader": [s[0] for s in states],
-        "rng": [s[1] for s in states],
-    }, path)
+    save_checkpoint({"model_type": model, "model_args": model_args, "model": raw_model.state_dict(),
+                     "optimizer": [opt.state_dict() for opt in optimizers], "scaler": scaler.state_dict(),
+                     "iter_num": iter_num, "tokens_per_iter": tokens_per_iter, "best_val_loss": best_val_loss,
+                     "train_seconds": clock, "config": config, "meta": meta,
+                     "train_loader": [s[0] for s in states], "rng": [s[1] for s in states]}, path)
     if name == "ckpt.pt" and keep_checkpoints > 0:
-        copy_atomic(path, os.path.join(out_dir, f"ckpt_{iter_num}.pt"))
-        numbered = [f for f in checkpoint_files(out_dir) if f.startswith("ckpt_")]  # newest first
-        for f in numbered[keep_checkpoints:]:
-            os.remove(os.path.join(out_dir, f))
+        keep_newest(out_dir, iter_num, keep_checkpoints)
 
 
 def evaluate():
@@ -398,16 +240,6 @@ def evaluate():
         save("ckpt.pt", again=True)  # written before the eval, with the old best_val_loss
 
 
-def agree(*values):
-    """What every process must take together (stop, save, the clock): the largest of the processes' values, so a
-    flag is true where any process says so."""
-    if not ddp:
-        return [float(v) for v in values]
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
-
-
 @dataclass
 class Stop:
     """Why training stops: the reason printed at the end, whether to save ckpt.pt first, and whether it is an
@@ -421,7 +253,7 @@ class Stop:
 def why_stop(signalled, over_budget):
     """The one place that decides whether training stops here, and why; None: go on."""
     if signalled:
-        return Stop(f"stopped by {stop_signal or 'a signal'}", save=True)
+        return Stop(f"stopped by {stop_signal.name or 'a signal'}", save=True)
     if over_budget:
         return Stop(f"time budget of {max_minutes} min", save=True)
     if eval_only:
@@ -462,20 +294,7 @@ def report(loss, lr, grad_norm, dt, T):
           f"eta {eta:.1f} min", flush=True)
 
 
-stop_signal = None  # set by Ctrl-C or SIGTERM: finish the iteration, save, stop
-
-
-def request_stop(signum, frame):
-    global stop_signal
-    if stop_signal is not None:  # a second Ctrl-C stops at once, and the usual handlers are back
-        for s, handler in previous_handlers.items():
-            signal.signal(s, handler)
-        raise KeyboardInterrupt
-    stop_signal = signal.Signals(signum).name
-    print(f"\n{stop_signal}: saving a checkpoint and stopping after this iteration (press Ctrl-C again to stop now)")
-
-
-previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+stop_signal = StopSignal()  # Ctrl-C or SIGTERM: finish the iteration, save, stop
 
 # -----------------------------------------------------------------------------
 # the training loop
@@ -502,7 +321,7 @@ while True:
         t0 += time.time() - eval_start  # eval and saving time is not training time
     # what each process sees on its own (a signal, its clock), agreed on in one collective
     now = time.time()
-    signalled, save_due, clock = agree(stop_signal is not None,
+    signalled, save_due, clock = agree(ddp, device, stop_signal.name is not None,
                                        checkpoint_minutes and now - last_save_time >= 60 * checkpoint_minutes,
                                        clock_at_start + now - start_time)
     # the budget: this process's minutes, or with the time schedule the run's, resumes included
@@ -514,15 +333,14 @@ while True:
         break
 
     # one optimizer step: micro_steps micro-steps, then clip and update
-    lr = get_lr(iter_num, clock)
-    for group in (g for opt in optimizers for g in opt.param_groups):
-        group["lr"] = group["base_lr"] * (lr / learning_rate if learning_rate else 0.0)  # each group's, scaled alike
-    T = seq_len(iter_num, clock)
+    lr = learning_rate_at(iter_num, clock, config)
+    set_learning_rate(optimizers, lr, learning_rate)  # each group's own rate, scaled alike
+    T = seq_len_at(stages, progress_at(iter_num, clock, config))
     raw_model.track_activity = (iter_num + 1) % log_interval == 0  # BDH counts active neurons for the log only
     if T != last_T:
         say(f"iteration {iter_num}: sequences of {T} tokens, {micro_batch * block_size // T} per micro-step")
         last_T = T
-    try:
+    with out_of_memory_hint(micro_batch, block_size):
         for micro_step in range(micro_steps):
             x, y = train_loader.next_batch()
             x, y = x.view(-1, T), y.view(-1, T)  # the curriculum: a block_size row as block_size / T shorter ones
@@ -534,10 +352,6 @@ while True:
                 loss = loss / micro_steps  # the sum over micro-steps is the mean over the batch
                 scaler.scale(loss).backward()
             loss_sum += loss.detach()
-    except torch.cuda.OutOfMemoryError:
-        raise MemoryError(f"CUDA out of memory at batch_size={micro_batch}, block_size={block_size}: try a smaller "
-                          "--batch_size with a larger --gradient_accumulation_steps (same tokens per step), a smaller "
-                          "--block_size, or --gradient_checkpointing=True") from None
     for opt in optimizers:
         scaler.unscale_(opt)  # clip and measure the true gradients, not the loss-scaled ones
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
@@ -566,15 +380,11 @@ while True:
 
 if progress:
     progress.close()
-for s, handler in previous_handlers.items():  # a notebook kernel gets its own Ctrl-C back
-    signal.signal(s, handler)
+stop_signal.restore()  # a notebook kernel gets its own Ctrl-C back
 if ddp:
-    # DDP holds the process group: let it go first, so the group's threads end here and not during the
-    # interpreter's shutdown, where gloo can abort the process
-    del train_model
-    dist.barrier()
-    dist.destroy_process_group()
+    del train_model  # DDP holds the process group: let it go first (see end_process_group)
+    end_process_group()
 summary = f"{iter_num} iterations in {(time.time() - start_time) / 60:.1f} min, best val loss {best_val_loss:.4f}"
 if stop.error:
-    raise SystemExit(f"error: {stop.reason} (last good checkpoint: {ckpt_path}; {summary})")
+    raise SystemExit(f"error: {stop.reason} (last good checkpoint: {os.path.join(out_dir, 'ckpt.pt')}; {summary})")
 print(f"{stop.reason}: {summary}; checkpoint in {out_dir}")

@@ -11,7 +11,8 @@ import dataloader
 import model as model_module
 from checkpoints import load_checkpoint, save_checkpoint
 from dataloader import BatchLoader
-from model import BDHConfig, HeadwiseMuon, create_model, pick_model_args, sample_next_token, swiglu_hidden
+from model import BDHConfig, create_model, pick_model_args, sample_next_token, swiglu_hidden
+from optim import HeadwiseMuon
 from tests.helpers import REPO
 
 # CPU float math slows down 10x or more on denormal numbers, which some of these trainings produce
