@@ -84,6 +84,10 @@ class LanguageModel(nn.Module):
         """The keys metrics() returns, known before any forward: the training log's columns."""
         return []
 
+    def head_modules(self):
+        """The output head's modules where it is not the token embedding's (the optimizer's head_lr): none here."""
+        return []
+
     def num_params(self, non_embedding=False):
         """Parameters, each shared tensor counted once. non_embedding leaves out the token and position tables and
         the head (a factorized embedding's projections are embedding parameters too)."""
@@ -94,10 +98,11 @@ class LanguageModel(nn.Module):
         return n
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer="adamw",
-                             muon_learning_rate=0.02, muon_momentum=0.95):
+                             muon_learning_rate=0.02, muon_momentum=0.95, embedding_lr=0.0, head_lr=0.0, scalar_lr=0.0,
+                             muon_ns_steps=5):
         """A list of optimizers that together hold every parameter once: optim.configure_optimizers."""
         return configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer,
-                                    muon_learning_rate, muon_momentum)
+                                    muon_learning_rate, muon_momentum, embedding_lr, head_lr, scalar_lr, muon_ns_steps)
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops, seq_len):
         """Model FLOPs utilization: achieved training FLOP/s (forward and backward) over the device's peak."""
@@ -181,7 +186,9 @@ def apply_rope(x, cos, sin):
 
 GPT_ROPE_THETA = 10000.0
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "gelu_tanh", "swiglu")  # gelu_tanh: GPT-2's own tanh approximation (pretrained GPT-2 weights)
+MLPS = ("gelu", "gelu_tanh", "swiglu", "relu2")  # gelu_tanh: GPT-2's own tanh approximation (pretrained GPT-2
+# weights); relu2: ReLU(x)^2 (modded-nanogpt, nanochat), GELU's shape at GELU's cost
+QK_NORM_SCALE = 1.2**2  # with qk_norm, scores are (q . k) * 1.44 / sqrt(hs) of unit-RMS q and k (nanochat's 1.2 each)
 
 
 def check_fields(config, positive=(), non_negative=(), choices=None):
@@ -209,13 +216,25 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
     rope: bool = False  # rotary position embeddings on queries and keys instead of the learned position table
     norm: str = "layernorm"  # or 'rmsnorm'
-    mlp: str = "gelu"  # or 'gelu_tanh' (GPT-2's approximation, for its pretrained weights) or 'swiglu'
+    mlp: str = "gelu"  # or 'gelu_tanh' (GPT-2's approximation, for its pretrained weights), 'swiglu' or 'relu2'
     embedding_rank: int = 0  # > 0: factorized token table and (tied) head, see TokenEmbedding
     gradient_checkpointing: bool = False  # recompute each block's activations in backward: less memory, more time
+    # the small-model recipe's options (modded-nanogpt, nanochat), all off for GPT-2:
+    qk_norm: bool = False  # queries and keys at unit RMS per head (RMSNorm without a gain), scores scaled by 1.44
+    tie_embeddings: bool = True  # False: an output head of its own instead of the token table's transpose
+    zero_init: bool = False  # projections into the residual stream start at zero (each block starts as the
+    # identity), and an untied head at std 0.001
+    logit_softcap: float = 0.0  # > 0: logits squashed smoothly into (-cap, cap): cap * tanh(logits / cap)
+    x0_skip: bool = False  # before each block, x = a_i * x + b_i * x0 with learned per-layer scalars (a_i from 1,
+    # b_i from 0): every layer reads the token embedding x0 directly
+    value_embeds: bool = False  # every other layer (the last included) adds a token embedding of its own to its
+    # values, through a learned gate per head (ResFormer's value residual, as nanochat)
 
     def __post_init__(self):
         check_fields(self, positive=("block_size", "vocab_size", "n_layer", "n_head", "n_embd"),
                      non_negative=("n_kv_head", "embedding_rank"), choices={"norm": NORMS, "mlp": MLPS})
+        if not (isinstance(self.logit_softcap, (int, float)) and self.logit_softcap >= 0):
+            raise ValueError(f"logit_softcap={self.logit_softcap!r} must be a number >= 0 (0: off; 15 is nanochat's)")
         if self.n_embd % self.n_head:
             divisors = [h for h in range(1, self.n_embd + 1) if self.n_embd % h == 0]
             n_head = min(divisors, key=lambda h: abs(h - self.n_head))
@@ -280,8 +299,13 @@ class CausalSelfAttention(nn.Module):
         self.c_proj.residual_projection = True  # scaled init, see GPT._init_weights
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
+        # value embeddings: a gate per key/value head, read from the first channels of x, in (0, 3)
+        self.ve_gate = nn.Linear(min(12, config.n_embd), self.n_kv_head, bias=False) if has_ve(config, layer) else None
+        if self.ve_gate is not None:
+            self.ve_gate.gate = True  # starts near 1.5, see GPT._init_weights
 
-    def forward(self, x, rope=None, cache=None):
+    def forward(self, x, rope=None, cache=None, ve=None):
         B, T, C = x.size()
         hs = self.head_size
         kv_dim = self.n_kv_head * hs
@@ -289,9 +313,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if ve is not None:  # (B, T, kv_dim), the layer's own embedding of the tokens
+            gate = 3 * torch.sigmoid(self.ve_gate(x[..., : self.ve_gate.in_features]))  # (B, T, nkv)
+            v = v + gate.transpose(1, 2).unsqueeze(-1) * ve.view(B, T, self.n_kv_head, hs).transpose(1, 2)
         if rope is not None:
             q = apply_rope(q, *rope)
             k = apply_rope(k, *rope)
+        if self.qk_norm:  # a rotation keeps the RMS: before or after rope is the same
+            q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, nkv, cached + T, hs)
         # a prompt (or a training sequence) attends causally to itself; one new token attends to the whole cache
@@ -300,7 +329,8 @@ class CausalSelfAttention(nn.Module):
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)  # (B, nh, T, hs)
+        scale = QK_NORM_SCALE / math.sqrt(hs) if self.qk_norm else None  # None: SDPA's 1 / sqrt(hs)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1, scale=scale)  # (B,nh,T,hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -312,10 +342,15 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
-        self.approximate = "tanh" if config.mlp == "gelu_tanh" else "none"
+        self.kind = config.mlp
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+        h = self.c_fc(x)
+        if self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            h = F.gelu(h, approximate="tanh" if self.kind == "gelu_tanh" else "none")
+        return self.dropout(self.c_proj(h))
 
 
 def swiglu_hidden(n_embd):
@@ -346,10 +381,15 @@ class Block(nn.Module):
         self.ln_2 = Norm(config.n_embd, config.norm, config.bias)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x, rope=None, cache=None):
-        x = x + self.attn(self.ln_1(x), rope, cache)
+    def forward(self, x, rope=None, cache=None, ve=None):
+        x = x + self.attn(self.ln_1(x), rope, cache, ve)
         x = x + self.mlp(self.ln_2(x))
         return x
+
+
+def has_ve(config, layer):
+    """Whether a layer has value embeddings: every other layer, the last one included (nanochat)."""
+    return config.value_embeds and layer % 2 == (config.n_layer - 1) % 2
 
 
 class GPT(LanguageModel):
@@ -361,24 +401,39 @@ class GPT(LanguageModel):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
         self.ln_f = Norm(config.n_embd, config.norm, config.bias)
-        self.lm_head = self.wte  # tied: the head is the token embedding's transpose, TokenEmbedding.unembed
+        # tied: the head is the token embedding's transpose (TokenEmbedding.unembed); untied: a table of its own
+        self.lm_head = self.wte if config.tie_embeddings else TokenEmbedding(config.padded_vocab_size, config.n_embd,
+                                                                             config.embedding_rank)
+        if config.x0_skip:
+            self.resid_lambdas = nn.Parameter(torch.ones(config.n_layer))  # a_i: the residual stream's scale
+            self.x0_lambdas = nn.Parameter(torch.zeros(config.n_layer))  # b_i: how much x0 each layer reads
+        kv_dim = (config.n_kv_head or config.n_head) * (config.n_embd // config.n_head)
+        self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(config.padded_vocab_size, kv_dim)
+                                           for i in range(config.n_layer) if has_ve(config, i)})
         self.apply(self._init_weights)
+        if config.zero_init and not config.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=0.001)  # small logits at first: every token about equally likely
 
     def _init_weights(self, module):
         # GPT-2's init: N(0, 0.02). Projections into the residual stream get 1/sqrt(2 * n_layer) of that, since
-        # every layer adds two of them to the stream. TokenEmbedding initializes itself.
+        # every layer adds two of them to the stream (or 0 with zero_init). TokenEmbedding initializes itself.
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "residual_projection", False):
-                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+                std = 0.0 if self.config.zero_init else 0.02 / math.sqrt(2 * self.config.n_layer)
             torch.nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
+            if getattr(module, "gate", False):
+                torch.nn.init.uniform_(module.weight, 0.0, 0.02)  # a value-embedding gate starts near 3 * 0.5
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def embedding_modules(self):
-        return [m for m in (self.wte, self.wpe, self.lm_head) if m is not None]
+        return [m for m in (self.wte, self.wpe, self.lm_head, *self.value_embeds.values()) if m is not None]
+
+    def head_modules(self):
+        return [] if self.lm_head is self.wte else [self.lm_head]
 
     def new_cache(self):
         return KVCache(self.config.n_layer)
@@ -395,22 +450,30 @@ class GPT(LanguageModel):
             rope = rope_cos_sin(positions, self.config.n_embd // self.config.n_head, GPT_ROPE_THETA)  # (T, hs) each
         else:
             x = x + self.wpe(positions)
-        x = self.drop(x)
-        for block in self.h:
+        x = x0 = self.drop(x)
+        for i, block in enumerate(self.h):
+            if self.config.x0_skip:
+                x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None  # (B, T, kv_dim)
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, rope, use_reentrant=False)
+                x = checkpoint(block, x, rope, None, ve, use_reentrant=False)
             else:
-                x = block(x, rope, cache)
+                x = block(x, rope, cache, ve)
         if cache is not None:
             cache.pos += T
-        logits = mask_padding(self.wte.unembed(self.ln_f(x)), self.config.vocab_size)  # (B, T, padded_vocab)
+        logits = self.lm_head.unembed(self.ln_f(x))  # (B, T, padded_vocab)
+        if self.config.logit_softcap:
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits.float() / cap)  # in float32: tanh's flat ends lose bf16's few bits
+        logits = mask_padding(logits, self.config.vocab_size)
         return logits, next_token_loss(logits, targets)
 
     def flops_per_token(self, seq_len):
         """Training FLOPs per token: 6 per matrix weight (forward 2, backward 4; lookups are free), plus causal
         attention's score and value matmuls, 6 * 2 * n_layer * n_embd * T / 2 (SDPA skips the masked half)."""
         c = self.config
-        n_weights = sum(p.numel() for p in self.h.parameters() if p.dim() >= 2) + self.wte.matmul_weights()
+        n_weights = sum(p.numel() for p in self.h.parameters() if p.dim() >= 2)
+        n_weights += self.wte.matmul_weights(unembed=False) + self.lm_head.matmul_weights(embed=False)
         return 6 * n_weights + 6 * c.n_layer * c.n_embd * seq_len
 
 
@@ -604,6 +667,9 @@ class BDH(LanguageModel):
 
     def metric_names(self):
         return ["x_active", "y_active"] + [f"{v}_active_l{i}" for i in range(self.config.n_layer) for v in "xy"]
+
+    def head_modules(self):
+        return [self.lm_head]
 
     def embedding_modules(self):
         return [self.embed, self.lm_head]

@@ -12,7 +12,6 @@ import model as model_module
 from checkpoints import load_checkpoint, save_checkpoint
 from dataloader import BatchLoader
 from model import BDHConfig, create_model, pick_model_args, sample_next_token, swiglu_hidden
-from optim import HeadwiseMuon
 from tests.helpers import REPO
 
 # CPU float math slows down 10x or more on denormal numbers, which some of these trainings produce
@@ -30,6 +29,10 @@ VARIANTS = {
     "swiglu": ("gpt", {"mlp": "swiglu"}),
     "gqa": ("gpt", {"n_head": 4, "n_kv_head": 2}),
     "gpt_factorized": ("gpt", {"embedding_rank": 16}),
+    # the small-model recipe's options together (untied head, x0 skip and value embeddings are parameters too)
+    "recipe": ("gpt", {"rope": True, "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True, "tie_embeddings": False,
+                       "zero_init": True, "logit_softcap": 15.0, "x0_skip": True, "value_embeds": True,
+                       "bias": False}),
     "bdh": ("bdh", {}),
     "bdh_factorized": ("bdh", {"embedding_rank": 16}),
 }
@@ -174,12 +177,16 @@ COUNTS = {
     # shared by all layers: E and E_v (nh x d x N) and D_x (nh*N x d), nh*N = 4d (multiplier 4); untied head
     "bdh": lambda V, d, L, T: 3 * 4 * d * d + 2 * V * d,
     "bdh_factorized": lambda V, d, L, T: 3 * 4 * d * d + 2 * (V * 16 + 16 * d),
+    # untied head V*d; no biases: 12 d^2 and two RMSNorm gains per layer, one final; a_i and b_i per layer; every
+    # other layer, the last included (ceil(L / 2) of them), a V x d value embedding and its 12 x n_head gate
+    "recipe": lambda V, d, L, T: 2 * V * d + L * (12 * d * d + 2 * d) + d + 2 * L + -(-L // 2) * (V * d + 12 * 2),
 }
 NON_EMBEDDING = {
     "gpt": lambda d, L: L * GPT_LAYER(d) + 2 * d,
     "gpt_factorized": lambda d, L: L * GPT_LAYER(d) + 2 * d,
     "bdh": lambda d, L: 3 * 4 * d * d,
     "bdh_factorized": lambda d, L: 3 * 4 * d * d,
+    "recipe": lambda d, L: L * (12 * d * d + 2 * d) + d + 2 * L + -(-L // 2) * 12 * 2,  # value embeddings: embedding
 }
 
 
@@ -229,57 +236,25 @@ def test_flops_per_token_count_every_use_of_the_weights():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_optimizer_groups_cover_every_parameter_once(variant, optimizer):
     model = tiny(variant)
-    opts = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer)
+    opts = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer, embedding_lr=0.3, head_lr=0.004,
+                                      scalar_lr=0.5)
     assert len(opts) == (2 if optimizer == "muon" else 1)
-    held = [p for opt in opts for g in opt.param_groups for p in g["params"]]
-    # Muon holds BDH's stacked (n_head, D, N) encoders as one (D, N) view per head: map each view to its weight
-    weight_of = {id(v): (stack, h) for opt in opts for stack, views in getattr(opt, "stacks", []) for h, v in
-                 enumerate(views)}
-    covered = []
-    for p in held:
-        if id(p) in weight_of:
-            stack, h = weight_of[id(p)]
-            assert p.data_ptr() == stack[h].data_ptr() and p.shape == stack[h].shape  # the head's own storage
-            covered.append((id(stack), h))
-        else:
-            covered.append((id(p), None))
-    assert len(covered) == len(set(covered))  # nothing twice
-    stacks = {id(stack): stack for opt in opts for stack, _ in getattr(opt, "stacks", [])}
-    expected = {(id(p), None) for p in model.parameters() if id(p) not in stacks}
-    expected |= {(i, h) for i, stack in stacks.items() for h in range(stack.size(0))}
-    assert set(covered) == expected  # everything once
-    adam = {id(p) for g in opts[0].param_groups for p in g["params"]}
-    decayed = {id(p) for p in opts[0].param_groups[0]["params"]}
+    held = [id(p) for opt in opts for g in opt.param_groups for p in g["params"]]
+    assert len(held) == len(set(held))  # nothing twice
+    assert set(held) == {id(p) for p in model.parameters()}  # everything once
+    adam = {id(p): g for g in opts[0].param_groups for p in g["params"]}
     embedding = {id(p) for m in model.embedding_modules() for p in m.parameters()}
+    head = {id(p) for m in model.head_modules() for p in m.parameters()}
     for name, p in model.named_parameters():
         if optimizer == "muon" and p.dim() >= 2 and id(p) not in embedding:
             assert id(p) not in adam, name  # the hidden matrices are Muon's
-        else:
-            assert (id(p) in decayed) == (p.dim() >= 2), name  # no decay on biases and LayerNorm gains
+            continue
+        group = adam[id(p)]
+        assert (group["weight_decay"] > 0) == (p.dim() >= 2), name  # no decay on biases, gains and scalars
+        lr = 0.004 if id(p) in head else 0.3 if id(p) in embedding else 0.5 if p.dim() < 2 else 1e-3
+        assert group["lr"] == group["base_lr"] == lr, name  # each kind at its own rate
     if optimizer == "muon":
         assert opts[1].param_groups[0]["params"], "Muon got no matrices"
-
-
-def test_headwise_muon_steps_each_head_as_its_own_matrix():
-    # the per-head views must move the stacked weight exactly as Muon moves a separate (D, N) matrix per head
-    torch.manual_seed(0)
-    stack = torch.nn.Parameter(torch.randn(3, 8, 16))
-    alone = [torch.nn.Parameter(stack.detach()[h].clone()) for h in range(3)]
-    start = stack.detach().clone()
-    muon = HeadwiseMuon([stack], lr=0.02, momentum=0.95, weight_decay=0.0)
-    reference = torch.optim.Muon(alone, lr=0.02, momentum=0.95, weight_decay=0.0)
-    for step in range(3):
-        grad = torch.randn(3, 8, 16)
-        (stack * grad).sum().backward()
-        for h, p in enumerate(alone):
-            p.grad = grad[h].clone()
-        muon.step()
-        reference.step()
-        muon.zero_grad()
-        assert stack.grad is None
-    for h in range(3):
-        torch.testing.assert_close(stack.detach()[h], alone[h].detach())
-    assert not torch.equal(stack.detach(), start)  # it moved
 
 
 @pytest.mark.parametrize("variant", ["gpt_factorized", "bdh_factorized"])
