@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import hf  # imports transformers only when it converts
 from dataloader import read_meta
 from files import copy_atomic, first_line, write_atomic, write_json
 
@@ -163,6 +164,9 @@ def resolve_start(init_from, out_dir, model_type, model_args, config, defaults, 
     with it, except the resumable fields (they change how the model trains, not what it is); changed training
     settings are printed. 'gpt2'...|PATH: the architecture comes from the transformers model; dropout and a
     shorter block_size come from ours. Returns a Start."""
+    if init_from not in ("scratch", "resume", *hf.GPT2_NAMES) and not os.path.isdir(init_from):
+        raise ValueError(f"--init_from={init_from!r}; use scratch, resume, {', '.join(hf.GPT2_NAMES)} or the folder of "
+                         "a transformers GPT-2 or Llama model")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out_dir={out_dir} is a file, not a folder; choose another --out_dir")
     dataset = config.get("dataset")
@@ -194,8 +198,6 @@ def resolve_start(init_from, out_dir, model_type, model_args, config, defaults, 
                          "into another --out_dir (nothing was overwritten)")
     if init_from == "scratch":
         return Start(model_type, model_args)
-    import hf  # transformers: only here
-
     if model_type != "gpt":  # before the download
         raise ValueError(f"--init_from={init_from} is a GPT; drop --model={model_type}")
     pretrained_args, weights = hf.from_hf(hf.load_hf(init_from))

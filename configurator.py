@@ -118,11 +118,12 @@ def configure(namespace, argv=None):
     return {k: namespace[k] for k in keys}
 
 
-def check_values(config, positive=(), non_negative=(), fractions=(), choices=None):
+def check_values(config, positive=(), non_negative=(), fractions=(), choices=None, at_most_one=()):
     """Values of the right type but out of range, or not among a key's choices ({key: options}), are ValueErrors
     naming the key; None means 'not set'."""
     rules = [(positive, "> 0", lambda v: v > 0), (non_negative, ">= 0", lambda v: v >= 0),
-             (fractions, "at least 0 and below 1", lambda v: 0 <= v < 1)]
+             (fractions, "at least 0 and below 1", lambda v: 0 <= v < 1), (at_most_one, "above 0 and at most 1",
+                                                                           lambda v: 0 < v <= 1)]
     for keys, what, ok in rules:
         for key in keys:
             value = config[key]

@@ -10,6 +10,7 @@ import signal
 import sys
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
+from functools import lru_cache
 
 import torch
 import torch.distributed as dist
@@ -63,8 +64,11 @@ def resolve_device(device="auto", dtype="auto", compile="auto"):
     cc = torch.cuda.get_device_capability(device) if device_type == "cuda" else None
     if dtype == "auto":
         # bf16 only where the tensor cores have it (compute capability 8.0+); torch.cuda.is_bf16_supported() also
-        # says yes on a T4, which emulates it slowly
-        dtype = "float32" if device_type != "cuda" else ("bfloat16" if cc >= (8, 0) else "float16")
+        # says yes on a T4, which emulates it slowly. A CPU: bf16 where it has bf16 instructions, else float32
+        if device_type == "cuda":
+            dtype = "bfloat16" if cc >= (8, 0) else "float16"
+        else:
+            dtype = "bfloat16" if device_type == "cpu" and cpu_has_bfloat16() else "float32"
         why.append("dtype auto")
     elif dtype == "bfloat16" and device_type == "cuda" and cc < (8, 0):
         print(f"warning: this GPU (compute capability {cc[0]}.{cc[1]}) has no fast bfloat16: using float16")
@@ -80,6 +84,15 @@ def resolve_device(device="auto", dtype="auto", compile="auto"):
     name = f" ({torch.cuda.get_device_name(device)}, compute capability {cc[0]}.{cc[1]})" if cc else ""
     print(f"device {device}{name}, dtype {dtype}, compile {compile}" + (f" [{', '.join(why)}]" if why else ""))
     return device, device_type, dtype, bool(compile)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bfloat16():
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX), where autocast in bfloat16 makes
+    wide matrix products faster than float32. Elsewhere bfloat16 is emulated, and slower (BENCHMARKS.md)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, check, lambda: False)() for check in checks)
 
 
 def _compile_problem(cc):

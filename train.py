@@ -29,9 +29,8 @@ from dataloader import (SAMPLING, BatchLoader, eval_set_paths, find_dataset, par
                         seq_len_at)
 from hardware import (StopSignal, agree, autocast, compile_model, device_peak_flops, end_process_group, gather,
                       init_process_group, out_of_memory_hint, peak_memory_mb, processes, resolve_device)
-from hf import GPT2_NAMES
 from model import create_model, model_config, pick_model_args
-from optim import learning_rate_at, progress_at, set_learning_rate
+from optim import progress_at, schedule
 from run_log import RunLog
 
 # -----------------------------------------------------------------------------
@@ -62,8 +61,7 @@ batch_size = 32  # sequences per micro-step and process (fewer where several pro
 block_size = 256
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, as on one process
 total_batch_size = 0  # tokens per step, all processes together (the same on 1 process or K); 0: the product above
-sampling = "random"  # training windows: 'random' offsets, 'epoch' (each window of a grid once per epoch, shuffled)
-# or 'aligned' (windows start at documents, which are best-fit packed into them); see BatchLoader
+sampling = "random"  # training windows: 'random', 'epoch' (each once per epoch) or 'aligned' (see BatchLoader)
 block_size_schedule = ""  # shorter sequences first: "128:0.2,256:0.5" is 128 tokens for 20% of the schedule, 256
 # until 50%, then block_size, in more sequences per batch (the same tokens per step)
 # model: the fields of model.GPTConfig / BDHConfig of the same name (vocab_size comes from the data)
@@ -75,23 +73,36 @@ dropout = 0.0
 bias = True  # gpt
 rope = False  # gpt: rotary position embeddings instead of the learned position table
 norm = "layernorm"  # gpt: 'layernorm' or 'rmsnorm'
-mlp = "gelu"  # gpt: 'gelu', 'gelu_tanh' (GPT-2's) or 'swiglu' (hidden ~8/3 n_embd, as many weights as gelu's)
+mlp = "gelu"  # gpt: 'gelu', 'gelu_tanh' (GPT-2's), 'swiglu' (hidden ~8/3 n_embd: gelu's weights) or 'relu2'
+qk_norm = False  # gpt: queries and keys at unit RMS per head
+tie_embeddings = True  # gpt: the head is the token table's transpose; False: a head of its own
+zero_init = False  # gpt: projections into the residual stream start at 0 (each block the identity)
+logit_softcap = 0.0  # gpt: > 0 squashes logits into (-cap, cap) as cap * tanh(logits / cap)
+x0_skip = False  # gpt: each layer's input is a_i * x + b_i * x0 (learned scalars, x0 the embedding)
+value_embeds = False  # gpt: every other layer adds a token embedding of its own to its values
 n_kv_head = 0  # gpt: key/value heads for grouped-query attention; 0: n_head
 embedding_rank = 0  # gpt, bdh: > 0 factorizes the token table (and head) through this rank
 mlp_internal_dim_multiplier = 128  # bdh: N = multiplier * n_embd / n_head neurons per head
 gradient_checkpointing = False  # recompute activations in backward: less memory, about a third more compute
 # optimizer
-optimizer = "adamw"  # 'adamw', or 'muon': torch.optim.Muon for the hidden matrices, AdamW for the rest
-learning_rate = 6e-4  # AdamW's (with muon: the embeddings', head's, gains' and biases')
+optimizer = "adamw"  # 'adamw', or 'muon': Muon for the hidden matrices, AdamW for the rest (optim.py)
+learning_rate = 6e-4  # AdamW's, and the schedule's peak (each group's rate follows it in proportion)
+embedding_lr = 0.0  # AdamW's for the token tables (0: learning_rate)
+head_lr = 0.0  # ... for an untied head
+scalar_lr = 0.0  # ... for gains, biases and scalars
 muon_learning_rate = 0.02  # muon: the hidden matrices'
 muon_momentum = 0.95
+muon_momentum_warmup = 0  # muon: iterations over which its momentum rises from 0.85 to muon_momentum
+muon_ns_steps = 5  # muon: Newton-Schulz iterations per step
 max_iters = 5000
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip the gradient norm to this; 0 disables
-# learning rate schedule: linear warmup, then cosine decay to min_lr (the same shape for every group)
+# learning rate schedule: linear warmup, then decay to min_lr (the same shape for every group)
 decay_lr = True
+lr_schedule = "cosine"  # 'cosine', or 'trapezoid': constant, then linear decay over the last warmdown_fraction
+warmdown_fraction = 0.5
 lr_schedule_over = "iters"  # 'iters': over lr_decay_iters; 'time': over max_minutes of training (resumes included)
 warmup_iters = 100
 lr_decay_iters = None  # None: max_iters
@@ -110,15 +121,14 @@ check_values(config, positive=("batch_size", "block_size", "gradient_accumulatio
                                "eval_iters", "log_interval", "max_skipped_steps"),
              non_negative=("total_batch_size", "max_iters", "learning_rate", "min_lr", "warmup_iters",
                            "lr_decay_iters", "weight_decay", "muon_learning_rate", "grad_clip", "keep_checkpoints",
-                           "checkpoint_minutes", "max_minutes", "early_stopping_patience", "peak_flops"),
-             fractions=("beta1", "beta2", "muon_momentum"),
-             choices={"optimizer": ("adamw", "muon"), "sampling": SAMPLING, "lr_schedule_over": ("iters", "time")})
+                           "checkpoint_minutes", "max_minutes", "early_stopping_patience", "peak_flops",
+                           "embedding_lr", "head_lr", "scalar_lr", "muon_momentum_warmup", "muon_ns_steps"),
+             fractions=("beta1", "beta2", "muon_momentum"), at_most_one=("warmdown_fraction",),
+             choices={"optimizer": ("adamw", "muon"), "sampling": SAMPLING, "lr_schedule_over": ("iters", "time"),
+                      "lr_schedule": ("cosine", "trapezoid")})
 if lr_schedule_over == "time" and not max_minutes:
     raise ValueError("--lr_schedule_over=time decays over the time budget: set --max_minutes too")
 stages = parse_block_size_schedule(block_size_schedule, block_size)  # [(block size, until fraction), ...]
-if init_from not in ("scratch", "resume", *GPT2_NAMES) and not os.path.isdir(init_from):
-    raise ValueError(f"--init_from={init_from!r}; use scratch, resume, {', '.join(GPT2_NAMES)} or the folder of a "
-                     "transformers GPT-2 or Llama model")
 # -----------------------------------------------------------------------------
 
 ddp, rank, local_rank, world_size = processes()  # torchrun's; a plain `python train.py` is rank 0 of 1
@@ -158,7 +168,8 @@ raw_model = create_model(model, model_args).to(device)  # unwrapped and uncompil
 print(f"{model}: {raw_model.num_params() / 1e6:.2f}M parameters "
       f"({raw_model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding)")
 optimizers = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer,
-                                            muon_learning_rate, muon_momentum)
+                                            muon_learning_rate, muon_momentum, embedding_lr, head_lr, scalar_lr,
+                                            muon_ns_steps)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 gradients need loss scaling
 if start.weights is not None:
     load_state(raw_model, start.weights, start.source)
@@ -242,8 +253,7 @@ def evaluate():
 
 @dataclass
 class Stop:
-    """Why training stops: the reason printed at the end, whether to save ckpt.pt first, and whether it is an
-    error (exit status 1)."""
+    """Why training stops: the reason printed, whether to save ckpt.pt first, whether it is an error (exit 1)."""
 
     reason: str
     save: bool = False
@@ -288,10 +298,9 @@ def report(loss, lr, grad_norm, dt, T):
         progress.set_postfix_str(f"loss {loss:.4f}, lr {lr:.1e}, {tokens_per_sec:,.0f} tok/s, {speed}")
         return
     scale = f", loss scale {scaler.get_scale():.0f}" if dtype == "float16" else ""
-    eta = (max_iters - iter_num) * dt / 60
     print(f"iter {iter_num}/{max_iters} ({100 * iter_num / max_iters:.0f}%): loss {loss:.4f}, lr {lr:.2e}, "
           f"{1000 * dt:.1f} ms/iter, {tokens_per_sec:,.0f} tok/s, {speed}, {row['peak_mem_mb']:,.0f} MB{scale}, "
-          f"eta {eta:.1f} min", flush=True)
+          f"eta {(max_iters - iter_num) * dt / 60:.1f} min", flush=True)
 
 
 stop_signal = StopSignal()  # Ctrl-C or SIGTERM: finish the iteration, save, stop
@@ -333,8 +342,7 @@ while True:
         break
 
     # one optimizer step: micro_steps micro-steps, then clip and update
-    lr = learning_rate_at(iter_num, clock, config)
-    set_learning_rate(optimizers, lr, learning_rate)  # each group's own rate, scaled alike
+    lr = schedule(optimizers, iter_num, clock, config)  # every group's learning rate, Muon's momentum
     T = seq_len_at(stages, progress_at(iter_num, clock, config))
     raw_model.track_activity = (iter_num + 1) % log_interval == 0  # BDH counts active neurons for the log only
     if T != last_T:
