@@ -47,8 +47,15 @@ gradient_checkpointing = False  # gpt, bdh
 bias = True  # gpt
 rope = False  # gpt
 norm = "layernorm"  # gpt: or 'rmsnorm'
-mlp = "gelu"  # gpt: or 'swiglu'
+mlp = "gelu"  # gpt: 'gelu', 'gelu_tanh' (GPT-2's), 'swiglu' or 'relu2'
 n_kv_head = 0  # gpt: key/value heads for grouped-query attention; 0: n_head
+# gpt: the small-model recipe's options (model.GPTConfig), all off for GPT-2
+qk_norm = False  # queries and keys at unit RMS per head
+tie_embeddings = True  # False: a head of its own
+zero_init = False  # projections into the residual stream start at 0
+logit_softcap = 0.0  # > 0 squashes logits into (-cap, cap) as cap * tanh(logits / cap)
+x0_skip = False  # each layer's input is a_i * x + b_i * x0 (learned scalars, x0 the embedding)
+value_embeds = False  # every other layer adds a token embedding of its own to its values
 attention_form = "auto"  # bdh: 'auto' (chunked above BDH.CHUNKED_ABOVE tokens), 'direct' or 'chunked'
 chunk_size = 0  # bdh: positions per chunk of the chunked form; 0: BDH.CHUNK_SIZE
 block_size = 256  # sequence length of the training steps (gpt: also its context)
@@ -197,6 +204,7 @@ if __name__ == "__main__":
             results.append({
                 "model": name, "compile": use_compile, "attention_form": form,
                 "model_args": asdict(net.config), "params": sum(p.numel() for p in net.parameters()),
+                "non_embedding_params": net.num_params(non_embedding=True),
                 "seq_len": block_size, "batch_size": batch_size,
                 "train_tokens_per_sec": tokens_per_sec, "ms_per_step": 1000 * dt,
                 "flops_per_token": flops_per_token, "flops_per_sec": flops_per_sec,
