@@ -1,15 +1,19 @@
 """
-Export a trained GPT run as a Hugging Face transformers model: a folder that
-transformers.AutoModelForCausalLM.from_pretrained(PATH) loads, computing the same logits as this project's model.
+Export a trained GPT run for another runtime: a Hugging Face transformers folder, or one GGUF file for llama.cpp.
 
-    python export.py --out_dir=out-demo --hf_dir=hf-demo
+    python export.py --out_dir=out-demo --hf_dir=hf-demo                                   # transformers
     python export.py --out_dir=out-tinystories --checkpoint=best --hf_dir=hf-tinystories
+    python export.py --out_dir=out-demo --format=gguf --gguf_type=q8_0 --to=demo.gguf       # llama.cpp
 
-GPT-2-style runs (learned positions, layernorm, gelu) become GPT2LMHeadModel; rope + rmsnorm + swiglu runs without
-biases become LlamaForCausalLM (hf.py says how the weights map). BDH, and mixes transformers has no class for, are a
-one-line error. The tokenizer goes along where it has a Hugging Face form: GPT-2's (from tiktoken's files), a
-trained bpe:N or a given tokenizer.json. bytes, cl100k_base and o200k_base have none: the export says so, and the
-model loads without one. Needs transformers and safetensors (pip install transformers safetensors).
+transformers (--format=hf, the default): GPT-2-style runs (learned positions, layernorm, gelu) become
+GPT2LMHeadModel; rope + rmsnorm + swiglu runs without biases become LlamaForCausalLM (hf.py says how the weights
+map). The tokenizer goes along where it has a Hugging Face form: GPT-2's (from tiktoken's files), a trained bpe:N or
+a given tokenizer.json. bytes, cl100k_base and o200k_base have none: the export says so, and the model loads without
+one. Needs transformers and safetensors (pip install transformers safetensors).
+
+GGUF (--format=gguf): llama.cpp's gpt2, llama or qwen3 architecture with the tokenizer inside, so that
+`llama-cli -m demo.gguf` needs nothing else; f16 or q8_0 matrices (llamacpp.py says how). Needs gguf (pip install
+gguf). BDH, options llama.cpp has no form for and tokenizers it can't read are a one-line error, as in both formats.
 """
 
 import os
@@ -23,7 +27,10 @@ from configurator import configure, report_errors_in_one_line
 # -----------------------------------------------------------------------------
 out_dir = "out"  # the run to export
 checkpoint = "latest"  # 'latest' (ckpt.pt), 'best' (best.pt) or a path
-hf_dir = ""  # the folder to write; it must not exist yet, or be empty
+format = "hf"  # 'hf': a transformers folder (--hf_dir); 'gguf': a llama.cpp file (--to)
+hf_dir = ""  # --format=hf: the folder to write; it must not exist yet, or be empty
+to = ""  # --format=gguf: the .gguf file to write; it must not exist yet
+gguf_type = "f16"  # --format=gguf: the matrices' type, 'f16' or 'q8_0' (8-bit, about half f16's size)
 # -----------------------------------------------------------------------------
 GPT2_FILES = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"  # what tiktoken's gpt2 reads
 
@@ -52,11 +59,8 @@ def save_tokenizer(meta, run_dir, folder):
     return f"tokenizer {spec!r}"
 
 
-if __name__ == "__main__":
-    report_errors_in_one_line()
-    configure(globals())
-    if not hf_dir:
-        raise ValueError("say where to write the export: --hf_dir=PATH")
+def export_hf():
+    """--format=hf: a transformers folder at hf_dir."""
     if os.path.exists(hf_dir) and (not os.path.isdir(hf_dir) or os.listdir(hf_dir)):
         raise ValueError(f"--hf_dir={hf_dir} exists and is not an empty folder; choose a new one (nothing was written)")
     import hf  # transformers: only here
@@ -83,3 +87,41 @@ if __name__ == "__main__":
           f"{model.num_params() / 1e6:.2f}M parameters, {size / 2**20:.1f} MiB, {tokenizer_note}, "
           f"{time.time() - t0:.1f} s")
     print(f"load it: transformers.AutoModelForCausalLM.from_pretrained({hf_dir!r})")
+
+
+def export_gguf():
+    """--format=gguf: one llama.cpp file at `to`."""
+    if os.path.exists(to):
+        raise ValueError(f"--to={to} exists; choose a new file name (nothing was written)")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(to))):
+        raise ValueError(f"--to={to}: its folder does not exist")
+    import llamacpp  # gguf: only here
+
+    llamacpp.check_gguf_type(gguf_type)
+    t0 = time.time()
+    model, ckpt, meta = load_model(out_dir, checkpoint, "cpu")
+    arch, types = llamacpp.write_gguf(model, meta, out_dir, to, gguf_type, os.path.basename(os.path.abspath(out_dir)))
+    counts = ", ".join(f"{n} {t.lower()}" for t, n in types.items())
+    print(f"{ckpt['path']} (iteration {ckpt['iter_num']}) -> {to}: llama.cpp {arch}, tokenizer "
+          f"{meta['tokenizer']!r}, {model.num_params() / 1e6:.2f}M parameters, {os.path.getsize(to) / 2**20:.2f} MiB "
+          f"(tensors: {counts}), {time.time() - t0:.1f} s")
+    print(f"run it: llama-cli -m {to} -p 'Once upon a time' -n 100 --temp 0")
+
+
+if __name__ == "__main__":
+    report_errors_in_one_line()
+    configure(globals())
+    if format == "hf":
+        if to:
+            raise ValueError("--to is --format=gguf's file; a transformers export goes to --hf_dir=PATH")
+        if not hf_dir:
+            raise ValueError("say where to write the export: --hf_dir=PATH (or --format=gguf --to=FILE.gguf)")
+        export_hf()
+    elif format == "gguf":
+        if hf_dir:
+            raise ValueError("--hf_dir is --format=hf's folder; a GGUF export goes to --to=FILE.gguf")
+        if not to:
+            raise ValueError("say where to write the export: --to=FILE.gguf")
+        export_gguf()
+    else:
+        raise ValueError(f"--format={format!r}; use hf (a transformers folder) or gguf (a llama.cpp file)")

@@ -41,7 +41,7 @@ def hf_form(config):
                      "takes learned positions + layernorm + gelu, LlamaForCausalLM rope + rmsnorm + swiglu")
 
 
-def _halves(hs):
+def rotary_halves(hs):
     """Our interleaved rotary order -> Llama's halves: row j of Llama's head is our row perm[j]."""
     return torch.cat((torch.arange(0, hs, 2), torch.arange(1, hs, 2)))
 
@@ -96,7 +96,7 @@ def to_hf(model, eot_token=None):
             num_attention_heads=c.n_head, num_key_value_heads=nkv, head_dim=hs, max_position_embeddings=c.block_size,
             rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=False, mlp_bias=False, hidden_act="silu",
             tie_word_embeddings=True, bos_token_id=eot_token, eos_token_id=eot_token)
-        perm = _halves(hs)
+        perm = rotary_halves(hs)
         out["model.embed_tokens.weight"] = wte
         out["model.norm.weight"] = sd["ln_f.weight"]
         for i in range(c.n_layer):
@@ -164,7 +164,7 @@ def from_hf(hf):
                     n_head=cfg.num_attention_heads, n_embd=cfg.hidden_size,
                     n_kv_head=0 if nkv == cfg.num_attention_heads else nkv, bias=False, rope=True, norm="rmsnorm",
                     mlp="swiglu")
-        back = torch.argsort(_halves(hs))  # Llama's halves -> our interleaved pairs
+        back = torch.argsort(rotary_halves(hs))  # Llama's halves -> our interleaved pairs
         out = {"wte.weight": torch.cat((sd["model.embed_tokens.weight"], torch.zeros(pad, cfg.hidden_size))),
                "ln_f.weight": sd["model.norm.weight"]}
         for i in range(cfg.num_hidden_layers):
