@@ -160,6 +160,7 @@ BENCH = ["--dataset={tmp}/data", "--device=cpu", "--n_layer=1", "--n_head=2", "-
 TEXT = "Once upon a time there was a cat.\n<|endoftext|>\nThe dog ran home.\n<|endoftext|>\n" * 50
 MERGE = ["--runs={tmp}/bdh,{tmp}/bdh", "--out_dir={tmp}/merged"]  # a later --runs or --out_dir replaces these
 PREPARE = ["--input={tmp}/corpus.txt", "--out_dir={tmp}/data", "--tokenizer=bytes", "--num_proc=1"]
+GPU_CHECK = ["--out_dir={tmp}/check", "--device=cpu", "--quick=True"]  # each case fails before any stage
 CORPUS = write("corpus.txt", TEXT)
 
 CASES = {
@@ -350,15 +351,29 @@ CASES = {
         (["--pair_order=random"], bdh_run("bdh"), "--pair_order='random'; use frequency or concat"),
         (["--run={tmp}/bdh"], None, "unknown config key 'run'; did you mean runs"),
     ],
+    "gpu_check": [
+        (["--device=cuda"], None, "--device=cuda but no CUDA GPU is visible; use --device=cpu"),
+        (["--budget_minutes=0"], None, "--budget_minutes=0.0 must be a number > 0"),
+        (["--out_dir={tmp}/file"], write("file", "x"), "--out_dir={tmp}/file is a file, not a folder"),
+        (["--out_dir={tmp}/done"], write("done/summary.json", "{}"), "already holds a summary (summary.json) of an "
+         "earlier check; choose another --out_dir"),
+        (["--work_dir={tmp}/file"], write("file", "x"), "--work_dir={tmp}/file is a file, not a folder"),
+        (["--stages=bench,train"], None, "--stages: no stage 'bench'; choose from machine, bench_gpt2, bench_configs"),
+        (["--stages=,"], None, "--stages is empty; give 'all' or some of machine, bench_gpt2"),
+        (["--gpt_config={tmp}/nope.py"], None, "--gpt_config={tmp}/nope.py: no such config file"),
+        (["--bdh_config={tmp}/bad.py"], write("bad.py", "n_layer = = 2\n"),
+         "config file {tmp}/bad.py line 1: SyntaxError"),
+        (["--tokenizer=bpe:100"], None, "--tokenizer='bpe:100'; use one of auto, gpt2, bytes"),
+    ],
 }
 BASE = {"train": TRAIN, "resume": RESUME, "sample": SAMPLE, "eval": EVAL, "prepare": PREPARE, "bench": BENCH,
-        "serve": SERVE, "merge": MERGE}
+        "serve": SERVE, "merge": MERGE, "gpu_check": GPU_CHECK}
 PARAMS = [pytest.param(kind, args, setup, needle, id=f"{kind}-{i}-{needle[:40]}")
           for kind, cases in CASES.items() for i, (args, setup, needle) in enumerate(cases)]
 
 
 def run_case(runner, kind, args, tmp):
-    script = "train.py" if kind == "resume" else f"{kind}.py"
+    script = {"resume": "train.py", "gpu_check": "studies/gpu_check.py"}.get(kind, f"{kind}.py")
     return runner(script, *[a.format(tmp=tmp) for a in BASE[kind] + args])
 
 
@@ -392,5 +407,6 @@ def test_the_fork_server_answers_as_a_real_process_does(kind, args, setup, needl
 
 def test_the_catalogue_covers_every_script():
     counts = {kind: len(cases) for kind, cases in CASES.items()}
-    assert set(counts) == {"train", "resume", "sample", "eval", "prepare", "bench", "serve", "merge"}, counts
+    assert set(counts) == {"train", "resume", "sample", "eval", "prepare", "bench", "serve", "merge",
+                           "gpu_check"}, counts
     assert min(n for kind, n in counts.items() if kind != "resume") >= 10, counts
