@@ -29,21 +29,24 @@ size) go to work_dir, by default a temporary folder deleted at the end.
 
 A stage's status: ok; failed (it raised, a script it ran failed, or one of its checks did not hold: the summary says
 which); timeout (it ran past its time and was killed, with everything it started; the figures it had recorded are
-kept); skipped (the budget was spent before it could start). A stage may take its share of the budget plus what the
+kept); skipped (less than a second of the budget was left for it). A stage may take its share of the budget plus what the
 stages before it left unused, never the shares of the stages after it: a hang costs one stage. Speeds are recorded,
 not checked: a stage fails when something is broken, not when something is slow.
 
 How it runs: this process imports torch once and never runs a torch op or touches CUDA. Each stage runs in a process
-forked from it, in a process group of its own (the group is killed at the stage's timeout), and each script or
-measurement of a stage in a further fork: the scripts as `python script.py args` runs them (runpy, as __main__). A
-fork starts in ~0.1 s where a new interpreter spends 2-3 s importing torch (5-6 s with torch._dynamo, which the
-optimizers import), 25 processes in a full check; only those last processes create a CUDA context, which would not
-survive a fork. Linux (fork, process groups).
+forked from it, in a process group of its own (killed at the stage's timeout), and each script or measurement of a
+stage in a further fork: the scripts as `python script.py args` runs them (runpy, as __main__). On a loaded 2-core
+CPU a tiny train.py run took 0.35-0.56 s in all this way, where a new interpreter spent 3.4 s importing torch and 3 s
+more on torch._dynamo (which the optimizers import). Only those last processes create a CUDA context, which would not survive a fork.
+Linux (fork, process groups).
 """
 
+import gc
 import http.client
 import json
+import math
 import os
+import platform
 import re
 import runpy
 import shutil
@@ -62,12 +65,15 @@ from datetime import datetime, timezone
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 import torch  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import bench  # noqa: E402
 from configurator import check_values, configure, report_errors_in_one_line  # noqa: E402
 from files import first_line, read_json, write_atomic, write_json  # noqa: E402
-from model import pick_model_args  # noqa: E402
+from hardware import autocast, device_peak_flops, resolve_device  # noqa: E402
+from model import create_model, pick_model_args  # noqa: E402
 
 # -----------------------------------------------------------------------------
 out_dir = "gpu-check"  # summary.json, summary.md, logs/; a folder without an earlier summary
@@ -84,13 +90,14 @@ work_dir = ""  # datasets, runs and checkpoints; empty: a temporary folder, dele
 # what the stages run: FULL on a GPU, QUICK (tiny) with --quick
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, mlp_internal_dim_multiplier=4)
 FULL = dict(
-    gpt2=dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=16),  # GPT-2 124M; its other fields
-    vocab_size=50257,  # are bench.py's defaults (GPT-2's)          # GPT-2's, the TinyStories configs' tokens
+    gpt2=dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=16),  # 124M; the rest: bench.py's GPT-2
+    vocab_size=50257,  # GPT-2's tokens, as the TinyStories configs train on
     bench_steps=["--warmup_steps=3", "--timed_steps=10", "--generate_tokens=64"],  # compilation in the warm-up
     story_bytes=2_000_000,  # ~0.5M GPT-2 tokens of stories
-    train_iters=40, eval_iters=10, sample_tokens=64,
+    train_iters=20, eval_iters=10, sample_tokens=64,  # 20 iterations: 330k tokens of each config's batches
     forms=dict(widths={}, lengths=[1024, 2048, 4096, 8192, 16384], chunk_size=0, timed_steps=3),  # BDHConfig's
-    bdh_speed=[["--compile=True"], ["--compile=True", "--batch_size=64", "--block_size=512"]],  # + the demo's widths
+    # bdh_speed.py's own widths (the demo's): eager and compiled, then a longer batch eager (a compilation is ~1 min)
+    bdh_speed=[["--compile=True"], ["--batch_size=64", "--block_size=512"]],
     generate_len=512, serve_tokens=32,
 )
 QUICK = dict(
@@ -166,10 +173,8 @@ def fork(main, log=None, new_group=False):
     pid = os.fork()
     if pid:
         if new_group:
-            try:
-                os.setpgid(pid, pid)  # the child does this too: whichever runs first, it is done before the kill
-            except OSError:  # the child has already exited, or already did it
-                pass
+            with suppress(OSError):  # (the child has exited already, or did this itself)
+                os.setpgid(pid, pid)  # the child does this too: whichever runs first, it is done before any kill
         return pid
     code = 1
     try:
@@ -178,7 +183,7 @@ def fork(main, log=None, new_group=False):
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a script's own Ctrl-C handling (serve.py's)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if log:
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.close(fd)
@@ -231,9 +236,8 @@ def leaf_setup(check):
         torch.set_num_threads(1)
 
 
-def run_script(check, script, *args):
-    """Run one of the repo's scripts as `python script args` would, in a fork whose output goes to the stage's log;
-    its output. A failure is a StageError with the script's own error line."""
+def script_main(check, script, args):
+    """What a fork runs to be `python script args` (runpy, as __main__), the script's own error handling included."""
 
     def main():
         leaf_setup(check)
@@ -243,14 +247,20 @@ def run_script(check, script, *args):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException:
-            sys.excepthook(*sys.exc_info())  # the script's own: one line for an error a user can fix
+            sys.excepthook(*sys.exc_info())  # the script's: one line for an error a user can fix
             return 1
         return 0
 
+    return main
+
+
+def run_script(check, script, *args):
+    """Run one of the repo's scripts in a fork whose output goes to the stage's log; its output. A failure is a
+    StageError with the script's own error line."""
     start = log_size(check.log)
     with open(check.log, "a") as f:
         f.write(f"\n$ python {script} {' '.join(map(str, args))}\n")
-    code = wait(fork(main, check.log))
+    code = wait(fork(script_main(check, script, args), check.log))
     output = read_from(check.log, start)
     if code != 0:
         raise StageError(f"{script} exited with status {code}: {error_line(output)}")
@@ -258,16 +268,9 @@ def run_script(check, script, *args):
 
 
 def start_script(check, script, *args):
-    """A script started in a fork (a server), its pid and where its output begins in the stage's log."""
+    """A script started in a fork and left running (a server): its pid, and where its output starts in the log."""
     start = log_size(check.log)
-
-    def main():
-        leaf_setup(check)
-        sys.argv = [script, *map(str, args)]
-        runpy.run_path(os.path.join(REPO, script), run_name="__main__")
-        return 0
-
-    return fork(main, check.log), start
+    return fork(script_main(check, script, args), check.log), start
 
 
 def call(check, function, *args):
@@ -296,10 +299,10 @@ def call(check, function, *args):
     if not text:
         raise StageError(f"{function.__name__} died (exit status {code}) before it could answer")
     result = json.loads(text)
+    if result.get("type") == "ValueError":  # a user's input (probe_device)
+        raise ValueError(result["error"])
     if "error" in result:
-        kind = ValueError if result["type"] == "ValueError" else StageError
-        raise kind(result["error"] if kind is ValueError else f"{function.__name__}: {result['type']}: "
-                   f"{first_line(result['error'])}")
+        raise StageError(f"{function.__name__}: {result['type']}: {first_line(result['error'])}")
     return result["value"]
 
 
@@ -308,9 +311,9 @@ def log_size(path):
 
 
 def read_from(path, offset):
-    with open(path, errors="replace") as f:
+    with open(path, "rb") as f:
         f.seek(offset)
-        return f.read()
+        return f.read().decode(errors="replace")
 
 
 def error_line(output):
@@ -361,7 +364,7 @@ def dataset(check):
     return folder
 
 
-def bench(check, name, *args):
+def bench_rows(check, name, *args):
     """bench.py's rows (eager, and compiled where compile works) from its JSON, the figures worth a summary."""
     path = os.path.join(check.work, f"bench-{name}.json")
     run_script(check, "bench.py", *args, *check.size["bench_steps"], f"--vocab_size={check.size['vocab_size']}",
@@ -453,7 +456,7 @@ def short_run(check, figures, name, config, dtype, compile, sample=False):
 
 
 def is_finite(x):
-    return x is not None and abs(x) < float("inf")
+    return x is not None and math.isfinite(x)
 
 
 # -----------------------------------------------------------------------------
@@ -461,12 +464,9 @@ def is_finite(x):
 
 
 def machine_facts(check):
-    import platform
-
-    from hardware import device_peak_flops, resolve_device
-
     device, device_type, dtype, _ = resolve_device(check.device, "auto", "auto")  # (the summary has its choices)
-    facts = {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device_type == "cuda" else None,
+    facts = {"torch": torch.__version__, "cuda": torch.version.cuda,
+             "cudnn": torch.backends.cudnn.version() if device_type == "cuda" else None,
              "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
              "cpu_count": os.cpu_count()}
     try:
@@ -478,7 +478,8 @@ def machine_facts(check):
     if device_type == "cuda":
         p = torch.cuda.get_device_properties(device)
         facts.update(gpu=p.name, compute_capability=f"{p.major}.{p.minor}", memory_gb=round(p.total_memory / 2**30, 1),
-                     multiprocessors=p.multi_processor_count, peak_tflops=(device_peak_flops("cuda", p.name) or 0) / 1e12)
+                     multiprocessors=p.multi_processor_count,
+                     peak_tflops=(device_peak_flops("cuda", p.name) or 0) / 1e12)  # 0: not in hardware.PEAK_FLOPS
     _, args, _, _ = config_shape(check, check.gpt_config)
     facts.update(sdpa_backends(device, dtype, {**args, "n_layer": 1, "vocab_size": check.size["vocab_size"]}))
     return facts
@@ -487,11 +488,6 @@ def machine_facts(check):
 def sdpa_backends(device, dtype, model_args):
     """Which scaled_dot_product_attention kernel our GPT's attention runs at this dtype and shape (the op the
     profiler records), and which of the backends can run it at all."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from hardware import autocast
-    from model import create_model
-
     net = create_model("gpt", model_args).to(device)
     x = torch.zeros((2, model_args["block_size"]), dtype=torch.long, device=device)
     device_type = device.split(":")[0]
@@ -506,19 +502,15 @@ def sdpa_backends(device, dtype, model_args):
             with sdpa_kernel(backend), autocast(device_type, dtype):
                 net(x, x)
             can_run[name] = True
-        except RuntimeError:
+        except Exception:  # "no available kernel", or a backend this torch lacks
             can_run[name] = False
     return {"sdpa_backend": runs, "sdpa_ops": sorted(ops), "sdpa_can_run": can_run}
 
 
 def bdh_forms(check):
     """One layer of BDH (BDHConfig's widths at full size), batch 1, at each length: each form's training step
-    (the forms in turn, as tests/test_bench.py times them), what it saves for backward, and its peak GPU memory."""
-    import gc
-
-    import bench
-    from model import create_model
-
+    (the forms in turn, as tests/test_bench.py times them), what it saves for backward, and its peak GPU memory. A
+    form that runs out of memory at a length says so, and the other is still measured."""
     spec = check.size["forms"]
     args = {**spec["widths"], "n_layer": 1, "dropout": 0.0, "vocab_size": 256}
     rows = []
@@ -526,39 +518,45 @@ def bdh_forms(check):
         g = torch.Generator().manual_seed(0)
         x, y = torch.randint(0, 256, (2, 1, T), generator=g).to(check.device)
         row, steps = {"T": T}, {}
-        try:
-            for form in ("direct", "chunked"):
+        for form in ("direct", "chunked"):
+            try:
                 torch.manual_seed(0)
                 net = create_model("bdh", args).to(check.device)
                 net.track_activity, net.attention_form = False, form  # as train.py's steps between log lines
                 net.chunk_size = spec["chunk_size"] or net.chunk_size
                 (optimizer,) = net.configure_optimizers(0.1, 6e-4, (0.9, 0.95), check.device_type)
                 scaler = torch.amp.GradScaler(check.device_type, enabled=check.dtype == "float16")
-                steps[form] = (net, optimizer, scaler)
                 row[f"{form}_saved_mb"] = bench.saved_for_backward_mb(net, x, y, check.dtype)
                 if check.device_type == "cuda":  # one step alone: its own peak
                     torch.cuda.reset_peak_memory_stats()
                     bench.train_step(net, optimizer, x, y, scaler, check.dtype)
                     row[f"{form}_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-            times = bench.median_step_times(steps, x, y, 1, spec["timed_steps"], check.dtype)
-            row.update(direct_ms=1000 * times["direct"], chunked_ms=1000 * times["chunked"])
+                steps[form] = (net, optimizer, scaler)
+            except torch.OutOfMemoryError:
+                row[f"{form}_ms"] = "out of memory"
+                net = optimizer = None
+                free_memory(check)
+        try:
+            times = bench.median_step_times(steps, x, y, 1, spec["timed_steps"], check.dtype) if steps else {}
+            row.update({f"{form}_ms": 1000 * t for form, t in times.items()})
         except torch.OutOfMemoryError:
-            row["error"] = "out of memory"
-        del steps
-        gc.collect()
-        if check.device_type == "cuda":
-            torch.cuda.empty_cache()
+            row["error"] = "out of memory with both forms' weights and optimizers held"
+        del steps, net, optimizer
+        free_memory(check)
         rows.append(row)
     return rows
+
+
+def free_memory(check):
+    gc.collect()
+    if check.device_type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def generation_curve(check, model_type, model_args):
     """Milliseconds per new token at positions N/8, N/4, N/2 and N of one greedy sequence (the median of the 8
     tokens ending there), with the cache and recomputing the context for each token; random weights of the shape
     (speed does not depend on them). BENCHMARKS.md's recipe, with the GPU synchronised around each token."""
-    from hardware import autocast
-    from model import create_model
-
     N = check.size["generate_len"]
     args = {**model_args, "dropout": 0.0, "vocab_size": check.size["vocab_size"]}
     if model_type == "gpt":
@@ -572,26 +570,19 @@ def generation_curve(check, model_type, model_args):
         ms = []
         with torch.no_grad(), autocast(check.device_type, check.dtype):
             for _ in range(N):
-                sync(check.device_type)
+                bench.sync(check.device_type)
                 t0 = time.perf_counter()
                 logits, _ = net(tokens[:, -1:], cache=cache) if use_cache else net(tokens)
                 tokens = torch.cat((tokens, logits[:, -1:, : net.config.vocab_size].argmax(-1)), dim=1)
-                sync(check.device_type)
+                bench.sync(check.device_type)
                 ms.append(1000 * (time.perf_counter() - t0))
         curves["cache" if use_cache else "recompute"] = {p: statistics.median(ms[p - 8: p]) for p in
                                                          (N // 8, N // 4, N // 2, N)}
     return curves
 
 
-def sync(device_type):
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-
-
 def probe_device(device):
     """resolve_device's choices for device (in a fork: asking a GPU creates a CUDA context)."""
-    from hardware import resolve_device
-
     return resolve_device(device, "auto", "auto")
 
 
@@ -604,14 +595,14 @@ def machine(check, figures):
 
 
 def bench_gpt2(check, figures):
-    figures["rows"] = bench(check, "gpt2", "--model=gpt", *flags(check.size["gpt2"]))
+    figures["rows"] = bench_rows(check, "gpt2", "--model=gpt", *flags(check.size["gpt2"]))
 
 
 def bench_configs(check, figures):
     for name, config in (("gpt", check.gpt_config), ("bdh", check.bdh_config)):
         model_type, args, block_size, batch_size = config_shape(check, config)
-        rows = bench(check, name, f"--model={model_type}",
-                     *flags({**args, "block_size": block_size, "batch_size": batch_size}))
+        shape = {**args, "block_size": block_size, "batch_size": batch_size}
+        rows = bench_rows(check, name, f"--model={model_type}", *flags(shape))
         figures[name] = {"config": os.path.relpath(config, REPO), "rows": rows}
     gpt, bdh = figures["gpt"]["rows"], figures["bdh"]["rows"]
     figures["gpt_over_bdh_tokens_per_sec"] = {("compiled" if g["compile"] else "eager"):
@@ -632,7 +623,7 @@ def train_fp16(check, figures):
 def bdh(check, figures):
     rows = call(check, bdh_forms, check)
     figures["forms"] = rows
-    timed = [r for r in rows if "chunked_ms" in r]
+    timed = [r for r in rows if all(isinstance(r.get(f"{f}_ms"), float) for f in ("direct", "chunked"))]
     # the shortest length from which the chunked form is the faster at every longer length measured
     figures["chunked_faster_from_T"] = next((r["T"] for i, r in enumerate(timed)
                                              if all(s["chunked_ms"] < s["direct_ms"] for s in timed[i:])), None)
@@ -736,7 +727,7 @@ def run_stage(name, function, timeout, check, out):
             function(replace(check, log=log), figures)
         except Exception as e:
             traceback.print_exc()
-            figures["error"] = f"{first_line(e) if isinstance(e, StageError) else type(e).__name__ + ': ' + str(e)}"
+            figures["error"] = (str(e) if isinstance(e, StageError) else f"{type(e).__name__}: {e}")[:500]
             return 1
         return 0
 
@@ -758,8 +749,7 @@ def run_stage(name, function, timeout, check, out):
         entry["error"] = error
         entry["log_tail"] = read_from(log, max(0, log_size(log) - 4 * TAIL))[-TAIL:] if os.path.exists(log) else ""
     if log_size(log) > LOG_KEEP:  # the end is what explains a failure
-        text = read_from(log, log_size(log) - LOG_KEEP)
-        write_atomic(log, lambda tmp: open(tmp, "w").write("[...]\n" + text))
+        write_text(log, "[...]\n" + read_from(log, log_size(log) - LOG_KEEP))
     return entry
 
 
@@ -775,9 +765,9 @@ def run_stages(stage_list, out, budget_s, check, facts):
         promised = budget_s * sum(share for _, _, share in stage_list[i + 1:]) / total
         timeout = budget_s - (time.monotonic() - t0) - promised
         if timeout < 1:
-            summary["stages"][name] = {"status": "skipped", "error": f"the budget of {budget_s / 60:.1f} min was "
-                                       "spent before it could start"}
-            print(f"{name}: skipped (the budget is spent)", flush=True)
+            error = f"{max(0, timeout):.1f} s of the budget left for it: too little to start"
+            summary["stages"][name] = {"status": "skipped", "error": error}
+            print(f"{name}: skipped ({error})", flush=True)
         else:
             print(f"{name}: running (at most {timeout:.0f} s)", flush=True)
             summary["stages"][name] = {"status": "running"}
@@ -802,7 +792,15 @@ def run_stages(stage_list, out, budget_s, check, facts):
 
 def write_summary(out, summary):
     write_json(summary, os.path.join(out, "summary.json"))
-    write_atomic(os.path.join(out, "summary.md"), lambda tmp: open(tmp, "w").write(summary_markdown(summary)))
+    write_text(os.path.join(out, "summary.md"), summary_markdown(summary))
+
+
+def write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_atomic(path, write)
 
 
 def summary_markdown(summary):

@@ -133,7 +133,7 @@ def test_a_stage_that_would_start_past_the_budget_is_skipped_not_dropped(tmp_pat
     summary = gpu_check.run_stages(stage_list, str(tmp_path / "out"), 1.5, quiet_check(tmp_path), {})
     after = summary["stages"]["after"]
     assert summary["stages"]["hangs"]["status"] == "timeout"
-    assert after["status"] == "skipped" and "budget" in after["error"] and "value" not in after
+    assert after["status"] == "skipped" and "too little to start" in after["error"] and "value" not in after
     # the control: with time promised to it, the second stage runs
     summary = gpu_check.run_stages([("first", stage_ok, 0.5), ("after", stage_ok, 0.5)], str(tmp_path / "out2"), 1.5,
                                    quiet_check(tmp_path), {})
