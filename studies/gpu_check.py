@@ -29,16 +29,16 @@ size) go to work_dir, by default a temporary folder deleted at the end.
 
 A stage's status: ok; failed (it raised, a script it ran failed, or one of its checks did not hold: the summary says
 which); timeout (it ran past its time and was killed, with everything it started; the figures it had recorded are
-kept); skipped (less than a second of the budget was left for it). A stage may take its share of the budget plus what the
-stages before it left unused, never the shares of the stages after it: a hang costs one stage. Speeds are recorded,
-not checked: a stage fails when something is broken, not when something is slow.
+kept); skipped (less than a second of the budget was left for it). A stage may take its share of the budget plus
+what the stages before it left unused, never the shares of the stages after it: a hang costs one stage. Speeds are
+recorded, not checked: a stage fails when something is broken, not when something is slow.
 
 How it runs: this process imports torch once and never runs a torch op or touches CUDA. Each stage runs in a process
 forked from it, in a process group of its own (killed at the stage's timeout), and each script or measurement of a
 stage in a further fork: the scripts as `python script.py args` runs them (runpy, as __main__). On a loaded 2-core
 CPU a tiny train.py run took 0.35-0.56 s in all this way, where a new interpreter spent 3.4 s importing torch and 3 s
-more on torch._dynamo (which the optimizers import). Only those last processes create a CUDA context, which would not survive a fork.
-Linux (fork, process groups).
+more on torch._dynamo (which the optimizers import). Only those last processes create a CUDA context, which would
+not survive a fork. Linux (fork, process groups).
 """
 
 import gc
