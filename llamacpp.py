@@ -28,6 +28,7 @@ BPEs in a tokenizer.json of GPT-2's shape (bpe:N), and `bytes`: 256 byte tokens 
 Each is checked against llama.cpp's own tokenization in tests/test_gguf.py.
 """
 
+import functools
 import os
 import tempfile
 
@@ -184,17 +185,27 @@ def merges_from_ranks(ranks):
     return merges
 
 
+@functools.lru_cache(maxsize=2)
+def _tiktoken_bpe(spec):
+    """({id: token string}, merges) of a tiktoken encoding, kept: recovering the merges takes seconds, and an f16
+    and a q8_0 export in one process need them twice."""
+    import tiktoken
+
+    ranks = tiktoken.get_encoding(spec)._mergeable_ranks  # tiktoken's own table: bytes -> rank (= token id)
+    chars = byte_chars()
+    spell = lambda b: "".join(chars[x] for x in b)  # noqa: E731
+    merges = [f"{spell(a)} {spell(b)}" for a, b in merges_from_ranks(ranks)]
+    return {rank: spell(b) for b, rank in ranks.items()}, merges
+
+
 def gguf_tokenizer(spec, run_dir, vocab_size):
     """Our tokenizer in llama.cpp's BPE form: {pre, tokens, types, merges, eot}; a ValueError saying which tokenizers
     export where it has none. vocab_size: the model's, which the token list must fill."""
     from tokenizer import get_tokenizer
 
-    chars = byte_chars()
-    spell = lambda b: "".join(chars[x] for x in b)  # noqa: E731
     ours = get_tokenizer(spec, run_dir)
-    special = {}
     if spec == "bytes":
-        pre, tokens = "gpt-2", [chars[b] for b in range(256)]
+        pre, tokens = "gpt-2", byte_chars()  # token b is byte b
         special = {"<|endoftext|>": ours.eot_token}
         # no merge can apply: BPE's symbols start as single characters and only merges join them. The gguf writer
         # refuses an empty list, and llama.cpp a missing one, so the list holds one merge of two longer strings.
@@ -203,10 +214,8 @@ def gguf_tokenizer(spec, run_dir, vocab_size):
         if spec not in TIKTOKEN_PRE:
             raise ValueError(f"tiktoken's {spec!r} has no llama.cpp pre-tokenizer here ({', '.join(TIKTOKEN_PRE)} "
                              "do)")
-        ranks = ours.enc._mergeable_ranks  # tiktoken's own table: bytes -> rank (= token id)
-        pre, tokens = TIKTOKEN_PRE[spec], {rank: spell(b) for b, rank in ranks.items()}
-        merges = [f"{spell(a)} {spell(b)}" for a, b in merges_from_ranks(ranks)]
-        special = dict(ours.enc._special_tokens)
+        pre, (tokens, merges) = TIKTOKEN_PRE[spec], _tiktoken_bpe(spec)
+        tokens, special = dict(tokens), dict(ours.enc._special_tokens)
     elif type(ours).__name__ == "HFTokenizer":
         import json
 
@@ -221,8 +230,6 @@ def gguf_tokenizer(spec, run_dir, vocab_size):
         special = {t["content"]: t["id"] for t in tok.get("added_tokens", []) if t.get("special")}
     else:
         raise ValueError(f"tokenizer {spec!r} has no form in llama.cpp; these export to GGUF: {EXPORTABLE_TOKENIZERS}")
-    if isinstance(tokens, list):
-        tokens = dict(enumerate(tokens))
     tokens.update({i: t for t, i in special.items()})
     if max(tokens) >= vocab_size:
         raise ValueError(f"tokenizer {spec!r} has token id {max(tokens)}, but the model's vocab_size is {vocab_size}")
