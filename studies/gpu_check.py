@@ -60,6 +60,8 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+STARTED = time.monotonic()  # the budget counts from here: a machine's limit on the command counts all of it
+
 # before torch: its "is there a GPU?" then asks NVML instead of creating a CUDA context here, in the process whose
 # forks do all the GPU work (a CUDA context does not survive a fork)
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
@@ -859,7 +861,6 @@ def cell(v):
 
 # -----------------------------------------------------------------------------
 def main():
-    started = time.monotonic()  # the budget counts from here: a machine's limit on the command counts all of it
     report_errors_in_one_line()
     config = configure(globals())
     check_values(config, positive=("budget_minutes",), choices={"tokenizer": ("auto", "gpt2", "bytes")})
@@ -907,7 +908,7 @@ def main():
              "tokenizer": tokens}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM as Ctrl-C: kill the stage, write the summary
     try:
-        budget_s = 60 * budget_minutes - (time.monotonic() - started)
+        budget_s = 60 * budget_minutes - (time.monotonic() - STARTED)
         summary = run_stages([s for s in STAGES if s[0] in chosen], out, budget_s, check, facts)
     except KeyboardInterrupt:
         raise SystemExit(f"interrupted: the summary so far is in {os.path.join(out_dir, 'summary.md')}") from None
