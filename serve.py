@@ -15,9 +15,12 @@ page (serve.html) that shows the runs' continuations of one prompt side by side.
 - GET /v1/models: the runs, with model_type, parameter counts, model_args and the training iteration.
 - GET /: the page.
 
-A thread serves each connection, and one lock is held for one forward pass (one token) at a time: concurrent
-requests take turns token by token, each with its own cache and random generator, so their streams never mix. A
-client that disconnects stops its generation at its next token. There is no authentication: the default host,
+A thread serves each connection; the streams of one model that generate at the same time advance together, one
+forward pass per token for all of them (generation.Batch), each with its own cache, settings and random generator,
+and each gets exactly the text it would get alone. At most --max_concurrent generations run at once: one more gets
+503 with Retry-After, never a reset connection, and the listen backlog holds a burst of connections. A client that
+sends its request too slowly, stops reading its stream or disconnects is dropped after --request_timeout seconds
+(at its next token, for a disconnect). There is no authentication: the default host,
 127.0.0.1, takes connections from this machine only. Standard library only (http.server).
 """
 
@@ -29,6 +32,7 @@ import threading
 import time
 import traceback
 import uuid
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -36,7 +40,7 @@ import torch
 
 from checkpoints import load_model
 from configurator import check_values, configure, report_errors_in_one_line
-from generation import Completion, validator
+from generation import Batch, Completion, validator
 from hardware import autocast, resolve_device
 from tokenizer import get_tokenizer
 
@@ -48,22 +52,28 @@ port = 8000  # 0: any free port (printed)
 max_tokens = 200  # a request's default (OpenAI's 16 is half a sentence here)
 max_tokens_limit = 2048  # the most one request may ask for
 validate = ""  # module:function: a check of your own that requests and the page may use, beside json and python
+max_concurrent = 64  # generations at once, all models together; one more request gets 503 and Retry-After
+request_timeout = 10.0  # seconds a client may take to send its request, or to take the next piece of a stream
 device = "auto"
 dtype = "auto"
 # -----------------------------------------------------------------------------
 MAX_BODY = 1 << 20  # bytes of a request body
 UNSUPPORTED = {"n": 1, "best_of": 1, "echo": False, "logprobs": None, "stop": None, "suffix": None,
                "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None}  # OpenAI's, at their defaults
-generation_lock = threading.Lock()  # held for one token at a time
+LISTEN_BACKLOG = 1024  # connections the kernel queues before accept (socketserver's default, 5, resets a burst)
+RETRY_AFTER = 1  # seconds a client told 503 should wait
+SEND_BUFFER = 64 * 1024  # bytes the kernel holds for a client that doesn't read: its writes then block, and the
+# request timeout drops it (auto-tuned, the buffer would grow to megabytes first)
 
 
 class RequestError(Exception):
     """A request that can't be served: the HTTP status (4xx: the client's to fix) and a message saying what to do."""
 
-    def __init__(self, message, status=400, param=None):
+    def __init__(self, message, status=400, param=None, retry_after=None):
         super().__init__(message)
         self.status = status
         self.param = param
+        self.retry_after = retry_after
 
 
 def load_run(path):
@@ -76,7 +86,15 @@ def load_run(path):
     print(f"{info['id']}: {ckpt['path']} (iteration {ckpt['iter_num']}, {ckpt['model_type']}, "
           f"{info['parameters'] / 1e6:.2f}M parameters)")
     return {"model": model, "enc": get_tokenizer(meta["tokenizer"], path), "info": info,
-            "block_size": getattr(model.config, "block_size", None)}  # GPT's context; BDH has no limit
+            "block_size": getattr(model.config, "block_size", None),  # GPT's context; BDH has no limit
+            "batch": Batch(model, lambda: generating(device_type, dtype))}
+
+
+@contextmanager
+def generating(device_type, dtype):
+    """What the batch's thread runs the model under."""
+    with torch.no_grad(), autocast(device_type, dtype):
+        yield
 
 
 def number(req, key, default, kind, ok, what):
@@ -134,6 +152,20 @@ def parse_request(body):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # connections stay open between requests; streams are sent in chunks
 
+    def setup(self):
+        self.timeout = request_timeout  # each read and write of this connection: a stalled client gives up its thread
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        super().setup()
+
+    def parse_request(self):
+        try:
+            return super().parse_request()  # reads the headers
+        except TimeoutError:  # they did not come in time (a request line that doesn't: http.server closes quietly)
+            self.close_connection = True
+            self.try_send_error(RequestError(f"the request's headers did not arrive within {request_timeout:g} s; "
+                                             "send the request whole", 408))
+            return False
+
     def do_GET(self):
         path = urlsplit(self.path).path
         if path == "/":
@@ -152,10 +184,20 @@ class Handler(BaseHTTPRequestHandler):
             if urlsplit(self.path).path != "/v1/completions":
                 raise RequestError(f"no endpoint POST {urlsplit(self.path).path}; use POST /v1/completions", 404)
             req = parse_request(self.read_body())
-            with torch.no_grad(), autocast(device_type, dtype):
+            if not admission.acquire(blocking=False):
+                raise RequestError(f"the server is busy: {max_concurrent} generations are running; retry in "
+                                   f"{RETRY_AFTER} s", 503, retry_after=RETRY_AFTER)
+            try:
                 self.complete(req)
+            finally:
+                admission.release()
         except RequestError as e:
             self.send_error_json(e)
+        except TimeoutError:  # the body did not come in time, or the client stopped reading its stream
+            self.close_connection = True
+            if not self.streaming:
+                self.try_send_error(RequestError(f"the request's body did not arrive within {request_timeout:g} s",
+                                                 408))
         except Exception as e:  # a bug, or out of memory: this request fails, the server goes on
             traceback.print_exc()
             self.close_connection = True
@@ -179,8 +221,8 @@ class Handler(BaseHTTPRequestHandler):
             generator.seed()  # a fresh random seed
         else:
             generator.manual_seed(req["seed"])
-        completion = Completion(run["model"], run["enc"], req["prompt"], req["max_tokens"],
-                                       req["temperature"], req["top_k"] or None, req["top_p"], generator)
+        completion = Completion(run["model"], run["enc"], req["prompt"], req["max_tokens"], req["temperature"],
+                                req["top_k"] or None, req["top_p"], generator)
         n_prompt = len(completion.prompt_tokens)
         if run["block_size"] and n_prompt > run["block_size"]:
             raise RequestError(f"the prompt is {n_prompt} tokens, but {req['model']} reads at most {run['block_size']} "
@@ -188,10 +230,11 @@ class Handler(BaseHTTPRequestHandler):
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": req["model"]}
         t0 = time.perf_counter()
+        stream = run["batch"].submit(completion)
         try:
             if req["stream"]:
                 self.start_events()
-                self.generate(completion, lambda piece: self.send_event({**head, "choices": [choice(piece)]}))
+                self.generate(stream, lambda piece: self.send_event({**head, "choices": [choice(piece)]}))
                 end = choice("", completion.finish_reason, check_sample(req, completion))
                 self.send_event({**head, "choices": [end]})
                 if req["include_usage"]:
@@ -199,25 +242,24 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_event("[DONE]")
                 self.wfile.write(b"0\r\n\r\n")  # the last chunk
             else:
-                self.generate(completion, lambda piece: None)
+                self.generate(stream, lambda piece: None)
                 whole = choice(completion.text, completion.finish_reason, check_sample(req, completion))
                 self.send_json(200, {**head, "choices": [whole], "usage": usage(completion)})
             outcome = completion.finish_reason
-        except ConnectionError:  # the client went away: its generation stopped at the next token
+        except (ConnectionError, TimeoutError) as e:  # the client went away, or stopped reading: drop its generation
+            stream.cancel()
             self.close_connection = True
-            outcome = "client went away"
+            outcome = "client went away" if isinstance(e, ConnectionError) else "client stopped reading"
         seconds = time.perf_counter() - t0
         print(f"{req['model']}: {len(completion.tokens)} tokens in {seconds:.2f} s "
               f"({len(completion.tokens) / seconds:.1f} tokens/s), {outcome}", flush=True)
 
-    def generate(self, completion, send):
-        """Run completion one token at a time under the lock, sending its pieces of text as they come."""
-        pieces = iter(completion)
+    def generate(self, stream, send):
+        """Send the stream's pieces of text as the batch makes them; a client that closed its end stops it."""
         while True:
             if self.client_gone():
                 raise ConnectionAbortedError("the client closed the connection")
-            with generation_lock:
-                piece = next(pieces, None)
+            piece = stream.read()
             if piece is None:
                 return
             send(piece)
@@ -247,21 +289,31 @@ class Handler(BaseHTTPRequestHandler):
         event = f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
         self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))  # one chunk per event
 
-    def send_body(self, status, body, content_type):
+    def send_body(self, status, body, content_type, headers=()):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for key, value in headers:
+            self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")  # the client must not send its next request on this one
         self.end_headers()
         self.wfile.write(body)
 
-    def send_json(self, status, obj):
-        self.send_body(status, json.dumps(obj).encode(), "application/json")
+    def send_json(self, status, obj, headers=()):
+        self.send_body(status, json.dumps(obj).encode(), "application/json", headers)
 
     def send_error_json(self, e):
         kind = "invalid_request_error" if e.status < 500 else "server_error"
-        self.send_json(e.status, {"error": {"message": str(e), "type": kind, "param": e.param, "code": None}})
+        headers = [("Retry-After", str(e.retry_after))] if e.retry_after else []
+        self.send_json(e.status, {"error": {"message": str(e), "type": kind, "param": e.param, "code": None}}, headers)
+
+    def try_send_error(self, e):
+        """An error for a client that may be gone already."""
+        try:
+            self.send_error_json(e)
+        except OSError:
+            pass
 
 
 def choice(text, finish_reason=None, validation=None):
@@ -285,6 +337,7 @@ def usage(completion):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # Ctrl-C doesn't wait for open connections
+    request_queue_size = LISTEN_BACKLOG
 
 
 def listen(host, port):
@@ -300,7 +353,7 @@ def listen(host, port):
 
 if __name__ == "__main__":
     report_errors_in_one_line()
-    check_values(configure(globals()), positive=("max_tokens", "max_tokens_limit"))
+    check_values(configure(globals()), positive=("max_tokens", "max_tokens_limit", "max_concurrent", "request_timeout"))
     if not 0 <= port <= 65535:
         raise ValueError(f"--port={port} must be a whole number from 0 to 65535 (0: any free port)")
     if not host:
@@ -319,6 +372,7 @@ if __name__ == "__main__":
     validators = {"json": validator("json"), "python": validator("python")}
     if validate:
         validators[validate] = validator(validate)
+    admission = threading.BoundedSemaphore(max_concurrent)
     server = listen(host, port)
     device, device_type, dtype, _ = resolve_device(device, dtype, compile=False)
     runs = {name: load_run(path) for name, path in zip(names, paths)}

@@ -283,6 +283,8 @@ CASES = {
         (["--max_tokens=5000"], None, "--max_tokens=5000 is above --max_tokens_limit=2048"),
         (["--validate=no_such_module:check"], None, "can't import no_such_module"),
         (["--prot=8000"], None, "unknown config key 'prot'; did you mean port"),
+        (["--max_concurrent=0"], None, "--max_concurrent=0 must be a number > 0"),
+        (["--request_timeout=0"], None, "--request_timeout=0.0 must be a number > 0"),
         (["--device=cuda"], None, "no CUDA GPU is visible"),
     ],
     "eval": [
