@@ -12,7 +12,10 @@ the matmuls to a fast width and hold -inf: they are never targets, the loss's so
 65-character vocabulary starts at ln 65, not ln 128), and generation never samples them.
 
 cache is the explicit decoding state from model.new_cache(): GPT's keys and values per layer, or BDH's recurrent
-state. Passed to forward, it is read and then extended by the new tokens; generate() does this for you.
+state. Passed to forward, it is read and then extended by the new tokens; generate() does this for you. A cache takes
+a prompt first, then one token per row at a time. Those one-token steps compute each row on its own (per_row), so a
+row's logits are the same bits whatever other rows share its batch: several streams generated together
+(generation.Batch, serve.py) give each the text it gets alone.
 """
 
 import math
@@ -43,6 +46,24 @@ def mask_padding(logits, vocab_size):
         with torch.no_grad():  # their gradient is exactly 0 (softmax of -inf): no need to track the write
             logits[..., vocab_size:] = float("-inf")
     return logits
+
+
+def per_row(x, w):
+    """x (B, 1, K) @ w (K, N) as B separate vector-matrix products (one batched product). A single (B, K) x (K, N)
+    product may sum a row's terms in another order when B changes (the library picks its kernel by shape), which
+    moves a logit by ~1e-7 and can flip a sampled token; each row on its own is the same bits at any B. It reads w
+    once per row: the price of that sameness when several streams decode together."""
+    return torch.bmm(x, w.unsqueeze(0).expand(x.size(0), -1, -1))
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose one-token steps of decoding (x (B, 1, K)) compute each row on its own (per_row)."""
+
+    def forward(self, x):
+        if x.dim() != 3 or x.size(1) != 1:
+            return super().forward(x)
+        y = per_row(x, self.weight.t())
+        return y if self.bias is None else y + self.bias
 
 
 def next_token_loss(logits, targets):
@@ -154,12 +175,15 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, idx):  # (B, T) -> (B, T, d)
         x = F.embedding(idx, self.weight)
-        return x if self.proj is None else x @ self.proj
+        if self.proj is None:
+            return x
+        return per_row(x, self.proj) if x.size(1) == 1 else x @ self.proj
 
     def unembed(self, x):  # (B, T, d) -> (B, T, V)
+        one = x.dim() == 3 and x.size(1) == 1  # a decoding step: each row on its own
         if self.proj is not None:
-            x = x @ self.proj.t()
-        return F.linear(x, self.weight)
+            x = per_row(x, self.proj.t()) if one else x @ self.proj.t()
+        return per_row(x, self.weight.t()) if one else F.linear(x, self.weight)
 
     def matmul_weights(self, embed=True, unembed=True):
         """Weights multiplied per token. Embedding, only the projection: a lookup is free. Unembedding, all."""
@@ -168,9 +192,10 @@ class TokenEmbedding(nn.Module):
 
 
 def rope_cos_sin(positions, dim, theta):
-    """cos and sin (T, dim) of rotary embeddings. Dims 2i and 2i+1 form a pair, turned by pos * theta^(-2i/dim)."""
+    """cos and sin (..., T, dim) of rotary embeddings for positions (..., T): (T,) for a batch that shares them, (B, T)
+    for rows at positions of their own. Dims 2i and 2i+1 form a pair, turned by pos * theta^(-2i/dim)."""
     inv_freq = theta ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)  # (dim/2,)
-    angles = (positions.float()[:, None] * inv_freq).repeat_interleave(2, dim=-1)  # (T, dim), a pair shares one
+    angles = (positions.float()[..., None] * inv_freq).repeat_interleave(2, dim=-1)  # (..., T, dim), a pair shares
     return angles.cos(), angles.sin()
 
 
@@ -269,21 +294,62 @@ class Norm(nn.Module):
 
 
 class KVCache:
-    """GPT's decoding state: each layer's keys and values (B, nkv, t, hs) of the t positions seen so far."""
+    """GPT's decoding state: each layer's keys and values in (B, nkv, block_size, hs) buffers, allocated at the
+    prompt, filled up to pos: an int while the rows are one batch of prompts, a (B,) tensor for rows of streams that
+    started apart (generation.Batch builds those with rows() and concat())."""
 
-    def __init__(self, n_layer):
+    def __init__(self, n_layer, block_size):
         self.k = [None] * n_layer
         self.v = [None] * n_layer
-        self.pos = 0  # how many positions it holds: the position of the next token
+        self.block_size = block_size
+        self.pos = 0  # how many positions each row holds: the position of its next token
 
-    def update(self, layer, k, v):
-        """Append one layer's new keys and values; return all of that layer's, the new ones included."""
-        if self.k[layer] is not None:
-            k = torch.cat((self.k[layer], k), dim=2)
-            v = torch.cat((self.v[layer], v), dim=2)
-        self.k[layer] = k
-        self.v[layer] = v
-        return k, v
+    def append(self, layer, k, v):
+        """Write one layer's new keys and values (B, nkv, T, hs) at the rows' positions; return its buffers."""
+        if self.k[layer] is None:
+            B, nkv, _, hs = k.shape
+            self.k[layer] = k.new_zeros(B, nkv, self.block_size, hs)
+            self.v[layer] = v.new_zeros(B, nkv, self.block_size, hs)
+        if isinstance(self.pos, int):
+            self.k[layer][:, :, self.pos : self.pos + k.size(2)] = k
+            self.v[layer][:, :, self.pos : self.pos + k.size(2)] = v
+        else:  # one new position per row, each at its own
+            rows = torch.arange(k.size(0), device=k.device)
+            self.k[layer][rows, :, self.pos.to(k.device)] = k[:, :, 0]
+            self.v[layer][rows, :, self.pos.to(k.device)] = v[:, :, 0]
+        return self.k[layer], self.v[layer]
+
+    def rows(self, index):
+        """A cache of some of the rows (index: a list of row numbers)."""
+        out = KVCache(len(self.k), self.block_size)
+        out.k, out.v = [k[index] for k in self.k], [v[index] for v in self.v]
+        out.pos = row_positions(self.pos, len(self.k[0]))[index]
+        return out
+
+    @staticmethod
+    def concat(caches):
+        """One cache of the rows of several, in order."""
+        out = KVCache(len(caches[0].k), caches[0].block_size)
+        out.k = [torch.cat([c.k[i] for c in caches]) for i in range(len(out.k))]
+        out.v = [torch.cat([c.v[i] for c in caches]) for i in range(len(out.v))]
+        out.pos = torch.cat([row_positions(c.pos, len(c.k[0])) for c in caches])
+        return out
+
+
+def row_positions(pos, rows):
+    """A cache's positions as a (rows,) tensor, from an int (every row at one) or a tensor already."""
+    return pos.clone() if torch.is_tensor(pos) else torch.full((rows,), pos, dtype=torch.long)
+
+
+def decode_attention(q, k, v, lengths, scale):
+    """One new query per row (B, nh, 1, hs) against that row's first lengths[b] keys and values in the cache's
+    buffers (B, nkv, L, hs), every row's products on their own (their shapes don't depend on the other rows')."""
+    B, nh, _, hs = q.shape
+    nkv, L = k.size(1), k.size(2)
+    att = (q.view(B, nkv, nh // nkv, hs) @ k.mT) * scale  # (B, nkv, g, L): g query heads per key/value head
+    unseen = torch.arange(L, device=q.device) >= lengths.to(q.device)[:, None]  # (B, L)
+    att = att.float().masked_fill(unseen[:, None, None, :], float("-inf")).softmax(dim=-1).to(v.dtype)
+    return (att @ v).view(B, nh, 1, hs)
 
 
 class CausalSelfAttention(nn.Module):
@@ -294,14 +360,14 @@ class CausalSelfAttention(nn.Module):
         self.n_kv_head = config.n_kv_head or config.n_head
         self.head_size = config.n_embd // config.n_head
         kv_dim = self.n_kv_head * self.head_size
-        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.residual_projection = True  # scaled init, see GPT._init_weights
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
         self.qk_norm = config.qk_norm
         # value embeddings: a gate per key/value head, read from the first channels of x, in (0, 3)
-        self.ve_gate = nn.Linear(min(12, config.n_embd), self.n_kv_head, bias=False) if has_ve(config, layer) else None
+        self.ve_gate = Linear(min(12, config.n_embd), self.n_kv_head, bias=False) if has_ve(config, layer) else None
         if self.ve_gate is not None:
             self.ve_gate.gate = True  # starts near 1.5, see GPT._init_weights
 
@@ -321,15 +387,18 @@ class CausalSelfAttention(nn.Module):
             k = apply_rope(k, *rope)
         if self.qk_norm:  # a rotation keeps the RMS: before or after rope is the same
             q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
-        if cache is not None:
-            k, v = cache.update(self.layer, k, v)  # (B, nkv, cached + T, hs)
-        # a prompt (or a training sequence) attends causally to itself; one new token attends to the whole cache
-        assert T == 1 or k.size(2) == T, "a cache takes a prompt first, then one token at a time"
+        scale = (QK_NORM_SCALE if self.qk_norm else 1.0) / math.sqrt(hs)
+        if cache is not None and T == 1:  # one new token per row: it reads the keys and values its row has
+            keys, values = cache.append(self.layer, k, v)  # (B, nkv, block_size, hs)
+            y = decode_attention(q, keys, values, row_positions(cache.pos, B) + 1, scale)
+            return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+        if cache is not None:  # a prompt: it fills the cache's first T positions and attends causally to itself
+            assert cache.pos == 0, "a cache takes a prompt first, then one token at a time"
+            cache.append(self.layer, k, v)
         if self.n_kv_head != self.n_head:  # each group of query heads reads one key/value head
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         dropout_p = self.dropout if self.training else 0.0
-        scale = QK_NORM_SCALE / math.sqrt(hs) if self.qk_norm else None  # None: SDPA's 1 / sqrt(hs)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1, scale=scale)  # (B,nh,T,hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -338,8 +407,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
         self.kind = config.mlp
@@ -363,8 +432,8 @@ class SwiGLU(nn.Module):
     def __init__(self, config):
         super().__init__()
         h = swiglu_hidden(config.n_embd)
-        self.c_fc = nn.Linear(config.n_embd, 2 * h, bias=config.bias)  # gate and up projections in one matmul
-        self.c_proj = nn.Linear(h, config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 2 * h, bias=config.bias)  # gate and up projections in one matmul
+        self.c_proj = Linear(h, config.n_embd, bias=config.bias)
         self.c_proj.residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
 
@@ -436,18 +505,21 @@ class GPT(LanguageModel):
         return [] if self.lm_head is self.wte else [self.lm_head]
 
     def new_cache(self):
-        return KVCache(self.config.n_layer)
+        return KVCache(self.config.n_layer, self.config.block_size)
 
     def forward(self, idx, targets=None, cache=None):
         T = idx.size(1)
-        pos = 0 if cache is None else cache.pos  # the position of idx's first token
-        if pos + T > self.config.block_size:
-            raise ValueError(f"sequence length {pos + T} exceeds block_size {self.config.block_size}")
-        positions = torch.arange(pos, pos + T, dtype=torch.long, device=idx.device)
+        pos = 0 if cache is None else cache.pos  # the position of idx's first token: an int, or (B,) each row's
+        last = pos + T if isinstance(pos, int) else int(pos.max()) + T
+        if last > self.config.block_size:
+            raise ValueError(f"sequence length {last} exceeds block_size {self.config.block_size}")
+        steps = torch.arange(T, dtype=torch.long, device=idx.device)
+        positions = steps + pos if isinstance(pos, int) else pos.to(idx.device)[:, None] + steps  # (T,) or (B, T)
         x = self.wte(idx)  # (B, T, C)
         rope = None
         if self.config.rope:
-            rope = rope_cos_sin(positions, self.config.n_embd // self.config.n_head, GPT_ROPE_THETA)  # (T, hs) each
+            rope = rope_cos_sin(positions, self.config.n_embd // self.config.n_head, GPT_ROPE_THETA)  # (..., T, hs)
+            rope = tuple(r.unsqueeze(-3) for r in rope) if positions.dim() == 2 else rope  # (B, 1, T, hs): per head
         else:
             x = x + self.wpe(positions)
         x = x0 = self.drop(x)
@@ -550,7 +622,7 @@ class DirectAttention(torch.autograd.Function):
 def bdh_rope(positions, N):
     """BDH's rotary angles (T, N / 2) as cos and sin: neuron pair (2i, 2i+1) turns by pos * theta^(-2i/N)."""
     cos, sin = rope_cos_sin(positions, N, BDH_ROPE_THETA)
-    return cos[:, ::2], sin[:, ::2]
+    return cos[..., ::2], sin[..., ::2]
 
 
 def bdh_apply_rope(x, cos, sin):
@@ -597,8 +669,9 @@ class BDH(LanguageModel):
     def forward(self, idx, targets=None, cache=None):
         c = self.config
         B, T = idx.size()
-        pos = 0 if cache is None else cache.pos
-        rope = bdh_rope(torch.arange(pos, pos + T, device=idx.device), c.N)
+        pos = 0 if cache is None else cache.pos  # an int, or (B,): each row's own
+        steps = torch.arange(T, device=idx.device)
+        rope = bdh_rope(steps + pos if isinstance(pos, int) else pos.to(idx.device)[:, None] + steps, c.N)
         x = ln(self.embed(idx)).view(1, B, T, c.n_embd)  # (1, B, T, D): one x that every head reads
         active = []
         for i in range(c.n_layer):
@@ -618,16 +691,23 @@ class BDH(LanguageModel):
         x_sparse and y_sparse per head, (2, nh)."""
         nh, N, D = self.config.n_head, self.config.N, self.config.n_embd
         _, B, T, _ = x.shape
-        # bmm, not @: matmul would fold the heads into one product and copy its output to put them first
-        # ReLUs in place: a product's output is not needed for its backward, and a fresh 4-D buffer costs a pass
-        x_sparse = torch.bmm(x.view(1, B * T, D).expand(nh, -1, -1), self.encoder).relu_().view(nh, B, T, N)
-        yKV = self.attention(x_sparse, x, rope, cache, i)  # (nh, B, T, D)
-        y_sparse = (ln(yKV).view(nh, B * T, D) @ self.encoder_v).relu_().view(nh, B, T, N)
+        decoder = self.decoder.view(nh, N, D)  # D_x as nh slices (N, D): a product per head, summed
+        if T == 1:  # a decoding step: each row's products on their own (per_row), per head
+            x_sparse = torch.stack([per_row(x[0], self.encoder[h]) for h in range(nh)]).relu_()  # (nh, B, 1, N)
+            yKV = self.attention(x_sparse, x, rope, cache, i)  # (nh, B, 1, D)
+            y_sparse = torch.stack([per_row(ln(yKV[h]), self.encoder_v[h]) for h in range(nh)]).relu_()
+            xy_sparse = self.drop(x_sparse * y_sparse)
+            yMLP = torch.stack([per_row(xy_sparse[h], decoder[h]) for h in range(nh)]).sum(dim=0).view(1, B, T, D)
+        else:
+            # bmm, not @: matmul would fold the heads into one product and copy its output to put them first
+            # ReLUs in place: a product's output is not needed for its backward, and a fresh 4-D buffer costs a pass
+            x_sparse = torch.bmm(x.view(1, B * T, D).expand(nh, -1, -1), self.encoder).relu_().view(nh, B, T, N)
+            yKV = self.attention(x_sparse, x, rope, cache, i)  # (nh, B, T, D)
+            y_sparse = (ln(yKV).view(nh, B * T, D) @ self.encoder_v).relu_().view(nh, B, T, N)
+            xy_sparse = self.drop(x_sparse * y_sparse)  # (nh, B, T, N): the gate
+            yMLP = (xy_sparse.view(nh, B * T, N) @ decoder).sum(dim=0).view(1, B, T, D)
         if self.neuron_hook is not None:
             self.neuron_hook(i, x_sparse.transpose(0, 1), y_sparse.transpose(0, 1))  # (B, nh, T, N) views
-        xy_sparse = self.drop(x_sparse * y_sparse)  # (nh, B, T, N): the gate
-        # D_x as nh slices (N, D), one product per head, summed: the same as concatenating the heads
-        yMLP = (xy_sparse.view(nh, B * T, N) @ self.decoder.view(nh, N, D)).sum(dim=0).view(1, B, T, D)
         x = ln(x + ln(yMLP))
         if not self.track_activity:
             return x, None
@@ -761,11 +841,27 @@ def bdh_attention_step(qr, v, state):
 
 
 class RecurrentState:
-    """BDH's decoding state: each layer's (nh, B, N, D) state, the sum over the positions seen of keys x values."""
+    """BDH's decoding state: each layer's (nh, B, N, D) state, the sum over the positions seen of keys x values.
+    pos is an int while the rows are one batch of prompts, a (B,) tensor for rows of streams that started apart."""
 
     def __init__(self, n_layer):
         self.S = [None] * n_layer
         self.pos = 0  # how many positions it holds: the position of the next token
+
+    def rows(self, index):
+        """A state of some of the rows (index: a list of row numbers)."""
+        out = RecurrentState(len(self.S))
+        out.S = [S[:, index] for S in self.S]
+        out.pos = row_positions(self.pos, self.S[0].size(1))[index]
+        return out
+
+    @staticmethod
+    def concat(states):
+        """One state of the rows of several, in order."""
+        out = RecurrentState(len(states[0].S))
+        out.S = [torch.cat([s.S[i] for s in states], dim=1) for i in range(len(out.S))]
+        out.pos = torch.cat([row_positions(s.pos, s.S[0].size(1)) for s in states])
+        return out
 
     def attend(self, layer, qr, v, chunk_size):
         """yKV of new positions, which read the state and then extend it: a prompt chunked, then token by token."""

@@ -48,7 +48,7 @@ def test_qk_norm_gives_queries_and_keys_unit_rms(monkeypatch, qk_norm):
         unit = torch.allclose(rms_q, torch.ones_like(rms_q), atol=1e-4) and torch.allclose(rms_k, torch.ones_like(rms_k),
                                                                                           atol=1e-4)
         assert unit == qk_norm  # the control (no qk_norm) is not at unit RMS
-        assert scale == (model_module.QK_NORM_SCALE / math.sqrt(16) if qk_norm else None)
+        assert scale == (model_module.QK_NORM_SCALE if qk_norm else 1.0) / math.sqrt(16)  # 1.44x at unit RMS
 
 
 @pytest.mark.parametrize("cap", [15.0, 0.0])
