@@ -7,8 +7,14 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import ServeProcess, train_gpt_and_bdh
+
+# tiny models, one test worker per core: a second torch thread per process costs more than it gives (threads waiting
+# for each other's turn on a shared core); the scripts the tests start inherit it
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

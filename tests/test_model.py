@@ -28,6 +28,7 @@ VARIANTS = {
     "rmsnorm": ("gpt", {"norm": "rmsnorm"}),
     "swiglu": ("gpt", {"mlp": "swiglu"}),
     "gqa": ("gpt", {"n_head": 4, "n_kv_head": 2}),
+    "llama": ("gpt", {"rope": True, "norm": "rmsnorm", "mlp": "swiglu", "n_head": 4, "n_kv_head": 2}),
     "gpt_factorized": ("gpt", {"embedding_rank": 16}),
     # the small-model recipe's options together (untied head, x0 skip and value embeddings are parameters too)
     "recipe": ("gpt", {"rope": True, "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True, "tie_embeddings": False,
@@ -37,6 +38,8 @@ VARIANTS = {
     "bdh_factorized": ("bdh", {"embedding_rank": 16}),
 }
 
+# the forms the training tests train: each option above is in one of them (rope, rmsnorm, swiglu and gqa in llama)
+TRAINED = ["gpt", "llama", "gpt_factorized", "recipe", "bdh", "bdh_factorized"]
 META = {"dtype": "uint16", "vocab_size": 2**16}  # what BatchLoader reads from meta.json
 
 def tiny(variant="gpt", vocab_size=64, **kw):
@@ -73,7 +76,7 @@ def test_initial_loss_is_near_uniform(variant):
     assert abs(loss.item() - math.log(64)) < 0.1
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", TRAINED)
 def test_random_tokens_loss_stays_at_ln_vocab(tmp_path, variant):
     # i.i.d. uniform tokens carry no information about the next token: the best possible loss is ln(V). A model
     # that can see its own target (the copy bug: targets not shifted, or attention leaking the future; for BDH,
@@ -87,7 +90,7 @@ def test_random_tokens_loss_stays_at_ln_vocab(tmp_path, variant):
     assert bug < math.log(V) - 1.5
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", TRAINED)
 def test_learns_a_deterministic_next_token_rule(tmp_path, variant):
     # next token = perm[current token]: fully predictable, so the loss must go to about zero
     V = 64
@@ -172,6 +175,10 @@ COUNTS = {
     ),
     # 4 query heads of size d/4, 2 key/value heads: qkv is d x (d + 2 * d/2), with as many biases
     "gqa": lambda V, d, L, T: V * d + T * d + L * (GPT_LAYER(d) - 2 * (d * d // 2 + d // 2)) + 2 * d,
+    # rope + rmsnorm + swiglu + gqa: attention 3d^2 + 3d, SwiGLU 3dh + 2h + d, two gains per layer, one final
+    "llama": lambda V, d, L, T: (
+        V * d + L * (3 * d * d + 3 * d + 3 * d * swiglu_hidden(d) + 2 * swiglu_hidden(d) + d + 2 * d) + d
+    ),
     # rank r = 16: V*r table and r*d projection instead of V*d
     "gpt_factorized": lambda V, d, L, T: V * 16 + 16 * d + T * d + L * GPT_LAYER(d) + 2 * d,
     # shared by all layers: E and E_v (nh x d x N) and D_x (nh*N x d), nh*N = 4d (multiplier 4); untied head
