@@ -9,12 +9,16 @@ Two forms exist in transformers for what our GPT can be:
 - LlamaForCausalLM: rotary positions, RMSNorm, SwiGLU, no biases, any n_kv_head. Our rotary embedding turns the
   interleaved pairs (2i, 2i+1) of a head, Llama's the halves (i, i + hs/2): the rows of the query and key
   projections are permuted on the way out (and back on the way in), which gives the same attention scores.
-A factorized embedding exports multiplied out; the padding rows of the vocabulary are dropped.
+- Qwen3ForCausalLM: Llama's blocks plus RMSNorm on each head's queries and keys (qk_norm). Qwen3's norms have gains
+  and scale scores by 1/sqrt(hs); ours have none and scale by QK_NORM_SCALE/sqrt(hs): exported as gains of
+  sqrt(QK_NORM_SCALE) on queries and keys alike (a uniform gain commutes with the rotation and the permutation).
+A factorized embedding exports multiplied out; the padding rows of the vocabulary are dropped. An untied head
+(tie_embeddings=False) exports as the model's own lm_head.
 """
 
 import torch
 
-from model import GPTConfig, pad_vocab, swiglu_hidden
+from model import QK_NORM_SCALE, GPTConfig, pad_vocab, swiglu_hidden
 
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
@@ -28,15 +32,23 @@ def _transformers():
 
 
 def hf_form(config):
-    """'gpt2' or 'llama': the transformers class a GPT config maps to; a ValueError saying why where none does."""
+    """'gpt2', 'llama' or 'qwen3': the transformers class a GPT config maps to; a ValueError saying why where none
+    does (the option transformers has no form for)."""
     c = config
+    for option, on in (("logit_softcap", c.logit_softcap), ("x0_skip", c.x0_skip), ("value_embeds", c.value_embeds)):
+        if on:
+            raise ValueError(f"{option}={on!r}: transformers' GPT-2, Llama and Qwen3 have no form for it; export a run "
+                             "trained without it")
     if not c.rope and c.norm == "layernorm" and c.mlp in ("gelu", "gelu_tanh"):
+        if c.qk_norm:
+            raise ValueError("qk_norm=True exports as Qwen3 (rope=True, norm='rmsnorm', mlp='swiglu', bias=False); "
+                             "GPT-2 has no query/key norm")
         return "gpt2"
     if c.rope and c.norm == "rmsnorm" and c.mlp == "swiglu":
         if c.bias:
-            raise ValueError("a rope + rmsnorm + swiglu run exports as LlamaForCausalLM, which has no biases here: "
-                             "train with --bias=False")
-        return "llama"
+            raise ValueError("a rope + rmsnorm + swiglu run exports as LlamaForCausalLM (Qwen3 with qk_norm), which "
+                             "has no biases here: train with --bias=False")
+        return "qwen3" if c.qk_norm else "llama"
     raise ValueError(f"transformers has no class for rope={c.rope}, norm={c.norm}, mlp={c.mlp}: GPT2LMHeadModel "
                      "takes learned positions + layernorm + gelu, LlamaForCausalLM rope + rmsnorm + swiglu")
 
@@ -54,17 +66,15 @@ def to_hf(model, eot_token=None):
     c = model.config
     form = hf_form(c)
     sd = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
-    wte = model.wte.weight.detach().float()
-    if model.wte.proj is not None:  # factorized: multiplied out
-        wte = wte @ model.wte.proj.detach().float()
-    wte = wte[: c.vocab_size].clone()  # the padding rows are never targets or samples
+    wte = model.wte.full(c.vocab_size)  # the padding rows are never targets or samples
+    tied = model.lm_head is model.wte
     hs, nkv = c.n_embd // c.n_head, c.n_kv_head or c.n_head
     out = {}
     if form == "gpt2":
         cfg = transformers.GPT2Config(
             vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
             activation_function="gelu_new" if c.mlp == "gelu_tanh" else "gelu", layer_norm_epsilon=1e-5,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=tied,
             bos_token_id=eot_token, eos_token_id=eot_token)
         out["transformer.wte.weight"] = wte
         out["transformer.wpe.weight"] = sd["wpe.weight"]
@@ -91,11 +101,13 @@ def to_hf(model, eot_token=None):
         hf = transformers.GPT2LMHeadModel(cfg)
     else:
         h = swiglu_hidden(c.n_embd)
-        cfg = transformers.LlamaConfig(
+        Config = transformers.Qwen3Config if form == "qwen3" else transformers.LlamaConfig
+        cfg = Config(
             vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=h, num_hidden_layers=c.n_layer,
             num_attention_heads=c.n_head, num_key_value_heads=nkv, head_dim=hs, max_position_embeddings=c.block_size,
-            rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=False, mlp_bias=False, hidden_act="silu",
-            tie_word_embeddings=True, bos_token_id=eot_token, eos_token_id=eot_token)
+            rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=False, hidden_act="silu",
+            tie_word_embeddings=tied, bos_token_id=eot_token, eos_token_id=eot_token,
+            **({"use_sliding_window": False} if form == "qwen3" else {"mlp_bias": False}))
         perm = rotary_halves(hs)
         out["model.embed_tokens.weight"] = wte
         out["model.norm.weight"] = sd["ln_f.weight"]
@@ -111,9 +123,14 @@ def to_hf(model, eot_token=None):
             out[q + "mlp.down_proj.weight"] = sd[p + "mlp.c_proj.weight"]
             out[q + "input_layernorm.weight"] = sd[p + "ln_1.weight"]
             out[q + "post_attention_layernorm.weight"] = sd[p + "ln_2.weight"]
-        hf = transformers.LlamaForCausalLM(cfg)
+            if form == "qwen3":  # our score scale as a gain on each side (uniform: the permutation doesn't matter)
+                out[q + "self_attn.q_norm.weight"] = torch.full((hs,), QK_NORM_SCALE**0.5)
+                out[q + "self_attn.k_norm.weight"] = torch.full((hs,), QK_NORM_SCALE**0.5)
+        hf = (transformers.Qwen3ForCausalLM if form == "qwen3" else transformers.LlamaForCausalLM)(cfg)
+    if not tied:
+        out["lm_head.weight"] = model.lm_head.full(c.vocab_size)
     hf.load_state_dict({k: v.contiguous() for k, v in out.items()}, strict=False)
-    missing = set(hf.state_dict()) - set(out) - {"lm_head.weight"}  # the head is tied to the embedding
+    missing = set(hf.state_dict()) - set(out) - ({"lm_head.weight"} if tied else set())  # tied: the embedding
     assert not missing, f"weights left at their init: {sorted(missing)[:5]}"
     return hf.eval()
 
@@ -148,7 +165,7 @@ def from_hf(hf):
                 out[p + name + ".weight"], out[p + name + ".bias"] = sd[q + name + ".weight"], sd[q + name + ".bias"]
             for lin in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
                 out[p + lin + ".weight"], out[p + lin + ".bias"] = sd[q + lin + ".weight"].t(), sd[q + lin + ".bias"]
-    elif cfg.model_type == "llama":
+    elif cfg.model_type in ("llama", "qwen3"):
         hs = cfg.hidden_size // cfg.num_attention_heads
         nkv = cfg.num_key_value_heads
         # transformers 5 keeps rope settings in rope_parameters, 4 in rope_theta and rope_scaling
@@ -164,6 +181,13 @@ def from_hf(hf):
                     n_head=cfg.num_attention_heads, n_embd=cfg.hidden_size,
                     n_kv_head=0 if nkv == cfg.num_attention_heads else nkv, bias=False, rope=True, norm="rmsnorm",
                     mlp="swiglu")
+        if cfg.model_type == "qwen3":  # ours: no gains, scores scaled by QK_NORM_SCALE; only that maps
+            gains = [sd[f"model.layers.{i}.self_attn.{n}_norm.weight"] for i in range(cfg.num_hidden_layers)
+                     for n in "qk"]
+            if not all(torch.allclose(g, torch.full_like(g, QK_NORM_SCALE**0.5)) for g in gains):
+                raise ValueError(f"a Qwen3 whose query/key norm gains are not all {QK_NORM_SCALE**0.5}: this GPT's "
+                                 "qk_norm has no gains (scores scaled by QK_NORM_SCALE); only its own export maps back")
+            args["qk_norm"] = True
         back = torch.argsort(rotary_halves(hs))  # Llama's halves -> our interleaved pairs
         out = {"wte.weight": torch.cat((sd["model.embed_tokens.weight"], torch.zeros(pad, cfg.hidden_size))),
                "ln_f.weight": sd["model.norm.weight"]}
@@ -178,10 +202,12 @@ def from_hf(hf):
             out[p + "ln_1.weight"] = sd[q + "input_layernorm.weight"]
             out[p + "ln_2.weight"] = sd[q + "post_attention_layernorm.weight"]
     else:
-        raise ValueError(f"a transformers {cfg.model_type!r} model has no GPT form here; gpt2 and llama do")
+        raise ValueError(f"a transformers {cfg.model_type!r} model has no GPT form here; gpt2, llama and qwen3 do")
     head = sd.get("lm_head.weight")
-    if head is not None and not torch.equal(head, out["wte.weight"][:V]):
-        raise ValueError("the model's head is not tied to its embedding; this GPT ties them")
-    out["lm_head.weight"] = out["wte.weight"]  # tied: one tensor under both names, as in GPT's own state dict
+    if head is None or getattr(cfg, "tie_word_embeddings", True) and torch.equal(head, out["wte.weight"][:V]):
+        out["lm_head.weight"] = out["wte.weight"]  # tied: one tensor under both names, as in GPT's own state dict
+    else:  # a head of its own
+        args["tie_embeddings"] = False
+        out["lm_head.weight"] = torch.cat((head, torch.zeros(pad, head.size(1))))
     GPTConfig(**args)  # a shape that can't be built is a ValueError here
     return args, out

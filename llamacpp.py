@@ -42,6 +42,7 @@ GGUF_TYPES = ("f16", "q8_0")
 # tiktoken's split patterns by encoding, and llama.cpp's pre-tokenizer with the same split
 TIKTOKEN_PRE = {"gpt2": "gpt-2", "r50k_base": "gpt-2", "p50k_base": "gpt-2", "cl100k_base": "llama-bpe",
                 "o200k_base": "gpt-4o"}
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
 EXPORTABLE_TOKENIZERS = "bytes, gpt2 and tiktoken's other encodings, bpe:N (and a GPT-2-style byte-level tokenizer.json)"
 
 
@@ -87,22 +88,14 @@ def gguf_arch(model):
                      "learned positions + layernorm + gelu, its llama rope + rmsnorm + swiglu")
 
 
-def _multiplied_out(table, vocab_size):
-    """A TokenEmbedding as one (vocab_size, n_embd) matrix: a factorized one multiplied out, padding rows dropped."""
-    w = table.weight.detach().float()
-    if table.proj is not None:
-        w = w @ table.proj.detach().float()
-    return w[:vocab_size]
-
-
 def gguf_tensors(model, arch):
     """{GGUF tensor name: float32 tensor} of our GPT in llama.cpp's names for arch."""
     c = model.config
     sd = {k: v.detach().float() for k, v in model.state_dict().items()}
     hs, nkv = c.n_embd // c.n_head, c.n_kv_head or c.n_head
-    out = {"token_embd.weight": _multiplied_out(model.wte, c.vocab_size), "output_norm.weight": sd["ln_f.weight"]}
+    out = {"token_embd.weight": model.wte.full(c.vocab_size), "output_norm.weight": sd["ln_f.weight"]}
     if model.lm_head is not model.wte:  # untied: a head of its own (tied, llama.cpp reads token_embd)
-        out["output.weight"] = _multiplied_out(model.lm_head, c.vocab_size)
+        out["output.weight"] = model.lm_head.full(c.vocab_size)
     zeros = torch.zeros  # gpt2 requires every bias; bias=False is a bias of zeros
     if arch == "gpt2":
         out["position_embd.weight"] = sd["wpe.weight"]
@@ -288,6 +281,9 @@ def write_gguf(model, meta, run_dir, path, gguf_type="f16", name="small-lm"):
         w.add_eos_token_id(vocab["eot"])
         w.add_add_bos_token(False)
         w.add_add_eos_token(False)
+        # llama-cli is a chat program: it wraps a prompt in the model's chat template. Ours has no chat turns, so the
+        # template passes the text through unchanged, and llama-cli -p continues the prompt as sample.py does
+        w.add_chat_template(CHAT_TEMPLATE)
         written = {}
         for tensor_name, t in tensors.items():
             data = t.contiguous().numpy().astype(np.float32)

@@ -185,6 +185,14 @@ class TokenEmbedding(nn.Module):
             x = per_row(x, self.proj.t()) if one else x @ self.proj.t()
         return per_row(x, self.weight.t()) if one else F.linear(x, self.weight)
 
+    def full(self, vocab_size=None):
+        """The (V, d) table as one float32 matrix: a factorized one multiplied out; vocab_size drops the padding rows
+        (export, int8)."""
+        w = self.weight.detach().float()
+        if self.proj is not None:
+            w = w @ self.proj.detach().float()
+        return w[:vocab_size].clone()
+
     def matmul_weights(self, embed=True, unembed=True):
         """Weights multiplied per token. Embedding, only the projection: a lookup is free. Unembedding, all."""
         r = 0 if self.proj is None else self.proj.numel()
@@ -386,7 +394,7 @@ class CausalSelfAttention(nn.Module):
             q = apply_rope(q, *rope)
             k = apply_rope(k, *rope)
         if self.qk_norm:  # a rotation keeps the RMS: before or after rope is the same
-            q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
+            q, k = F.rms_norm(q, (hs,), eps=1e-5), F.rms_norm(k, (hs,), eps=1e-5)  # Qwen3's eps: exports exactly
         scale = (QK_NORM_SCALE if self.qk_norm else 1.0) / math.sqrt(hs)
         if cache is not None and T == 1:  # one new token per row: it reads the keys and values its row has
             keys, values = cache.append(self.layer, k, v)  # (B, nkv, block_size, hs)

@@ -22,8 +22,13 @@ FORMS = {  # each exports to the class in its name
     "gpt2": {},
     "gpt2_tanh_gelu_no_bias_gqa": {"mlp": "gelu_tanh", "bias": False, "n_kv_head": 1},
     "gpt2_factorized": {"embedding_rank": 8},
+    "gpt2_untied": {"tie_embeddings": False},
     "llama_gqa": {"rope": True, "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_head": 4, "n_kv_head": 2},
+    # the TinyStories configs' recipe: qk_norm makes it Qwen3, with an untied head and zero_init
+    "qwen3_untied_gqa": {"rope": True, "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_head": 4, "n_kv_head": 2,
+                         "qk_norm": True, "tie_embeddings": False, "zero_init": True},
 }
+CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
 def tiny_gpt(vocab_size=257, **extra):
@@ -47,7 +52,7 @@ def test_transformers_loads_the_export_and_computes_the_same(form, tmp_path):
     model = tiny_gpt(**FORMS[form])
     hf.to_hf(model, eot_token=256).save_pretrained(tmp_path, safe_serialization=True)
     loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    assert type(loaded).__name__ == ("LlamaForCausalLM" if form.startswith("llama") else "GPT2LMHeadModel")
+    assert type(loaded).__name__ == CLASSES[form.split("_")[0]]
     x = torch.randint(0, 257, (2, 24), generator=torch.Generator().manual_seed(1))
     assert (logits(loaded, x) - logits(model, x)).abs().max() < 1e-4
     ours = model.generate(x[:1, :4], 20, temperature=0)[0]
@@ -66,6 +71,8 @@ def test_a_model_transformers_has_no_class_for_is_one_line():
         hf.to_hf(bdh)
     with pytest.raises(ValueError, match="transformers has no class for rope=False, norm=rmsnorm"):
         hf.to_hf(tiny_gpt(norm="rmsnorm"))
+    with pytest.raises(ValueError, match="logit_softcap=15.0: transformers' GPT-2, Llama and Qwen3 have no form"):
+        hf.to_hf(tiny_gpt(logit_softcap=15.0))
 
 
 def train(monkeypatch, *args):
@@ -112,15 +119,13 @@ def test_init_from_checks_the_vocabulary_and_the_length(tiny_dataset, tmp_path, 
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_export_refuses_a_bdh_run_and_a_folder_in_use(tiny_dataset, tmp_path):
-    run_script("train.py", f"--dataset={tiny_dataset}", f"--out_dir={tmp_path / 'bdh'}", *TINY_MODEL, "--model=bdh",
-               "--mlp_internal_dim_multiplier=4", "--max_iters=1", "--eval_interval=1")
-    proc = run_script("export.py", f"--out_dir={tmp_path / 'bdh'}", f"--hf_dir={tmp_path / 'x'}", check=False)
+def test_export_refuses_a_bdh_run_and_a_folder_in_use(tiny_runs, tmp_path):
+    proc = run_script("export.py", f"--out_dir={tiny_runs['bdh']}", f"--hf_dir={tmp_path / 'x'}", check=False)
     assert_one_line_error(proc, "only GPT runs export to transformers")
     assert not os.path.exists(tmp_path / "x")
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "keep.txt").write_text("mine")
-    proc = run_script("export.py", f"--out_dir={tmp_path / 'bdh'}", f"--hf_dir={tmp_path / 'used'}", check=False)
+    proc = run_script("export.py", f"--out_dir={tiny_runs['bdh']}", f"--hf_dir={tmp_path / 'used'}", check=False)
     assert_one_line_error(proc, "exists and is not an empty folder")
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
 
