@@ -108,11 +108,14 @@ def load_state(model, state, path):
         raise ValueError(f"{path} does not match its model_args ({lines[min(1, len(lines) - 1)].strip()})") from None
 
 
-def load_model(out_dir, checkpoint="latest", device="cpu"):
+def load_model(out_dir, checkpoint="latest", device="cpu", quantize=""):
     """The model a run saved, in eval mode, with its checkpoint dict and meta.json: all from out_dir alone.
-    checkpoint is 'latest' (ckpt.pt), 'best' (best.pt) or a path."""
+    checkpoint is 'latest' (ckpt.pt), 'best' (best.pt) or a path; quantize='int8' gives its matrices int8 weights
+    (quantize.py: CPU only, for inference)."""
     from model import create_model
+    from quantize import check_quantize, quantize_model
 
+    check_quantize(quantize, device)  # before the load: a bad value costs nothing
     name = {"latest": "ckpt.pt", "best": "best.pt"}.get(checkpoint)
     path = os.path.join(out_dir, name) if name else checkpoint
     try:
@@ -132,7 +135,7 @@ def load_model(out_dir, checkpoint="latest", device="cpu"):
         )
     model = create_model(ckpt["model_type"], ckpt["model_args"])
     load_state(model, ckpt["model"], path)
-    return model.eval().to(device), ckpt, meta
+    return quantize_model(model.eval().to(device), quantize, device), ckpt, meta
 
 
 # -----------------------------------------------------------------------------

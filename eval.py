@@ -34,6 +34,7 @@ from configurator import check_values, configure, report_errors_in_one_line
 from dataloader import check_token_ids, find_dataset, open_tokens
 from files import write_json
 from hardware import autocast, resolve_device
+from quantize import check_quantize
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -47,6 +48,7 @@ compare_png = "compare.png"  # --compare: the runs' loss curves from their log.c
 start = "Once upon a time"  # --compare: the prompt every model continues, with the same seed
 max_new_tokens = 100
 seed = 1337
+quantize = ""  # 'int8': score the runs with int8 weights on a CPU (quantize.py), to see what int8 costs
 device = "auto"
 dtype = "auto"
 neurons = False  # BDH runs: the neuron report
@@ -128,7 +130,7 @@ def compare_runs(out_dirs):
     rows = []
     samples = []
     for run in out_dirs:
-        model, ckpt, meta = load_model(run, checkpoint, device)
+        model, ckpt, meta = load_model(run, checkpoint, device, quantize)
         enc = get_tokenizer(meta["tokenizer"], run)
         cfg = ckpt["config"]
         r = evaluate(model, token_file("val", ckpt, meta), enc.byte_lengths(), batch_size, eval_batches, ctx,
@@ -161,7 +163,7 @@ def compare_runs(out_dirs):
 
 
 def neuron_study(run):
-    model, ckpt, meta = load_model(run, checkpoint, device)
+    model, ckpt, meta = load_model(run, checkpoint, device, quantize)
     if ckpt["model_type"] != "bdh":
         raise ValueError(f"--neurons is for BDH runs; {run} holds a {ckpt['model_type']} model")
     enc = get_tokenizer(meta["tokenizer"], run)
@@ -178,7 +180,7 @@ def position_study(runs, n):
     result = {"positions": n, "stride": stride, "runs": []}
     first = None
     for run in runs:
-        model, ckpt, meta = load_model(run, checkpoint, device)
+        model, ckpt, meta = load_model(run, checkpoint, device, quantize)
         if first is None:
             first = (run, meta["tokenizer"], meta["vocab_size"])
             if meta.get("eot_token") is None:
@@ -205,7 +207,7 @@ def save_report(report, plot):
 
 
 def report_eval_sets():
-    model, ckpt, meta = load_model(out_dir, checkpoint, device)
+    model, ckpt, meta = load_model(out_dir, checkpoint, device, quantize)
     byte_lengths = get_tokenizer(meta["tokenizer"], out_dir).byte_lengths()
     print(f"{ckpt['path']}: {ckpt['model_type']}, iteration {ckpt['iter_num']}")
     print(f"{'eval set':<40} {'loss':>8} {'perplexity':>11} {'bits/byte':>10} {'tokens':>12}")
@@ -227,6 +229,7 @@ if __name__ == "__main__":
         raise ValueError("--png and --json go with --neurons or --by_position (--compare draws --compare_png)")
     if png and importlib.util.find_spec("matplotlib") is None:
         raise ImportError(f"--png={png} needs matplotlib: pip install matplotlib")
+    device = check_quantize(quantize, device, dtype)
     device, device_type, dtype, _ = resolve_device(device, dtype, compile=False)
     ctx = autocast(device_type, dtype)
     if by_position:

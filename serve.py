@@ -42,6 +42,7 @@ from checkpoints import load_model
 from configurator import check_values, configure, report_errors_in_one_line
 from generation import Batch, Completion, validator
 from hardware import autocast, resolve_device
+from quantize import check_quantize
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -54,6 +55,7 @@ max_tokens_limit = 2048  # the most one request may ask for
 validate = ""  # module:function: a check of your own that requests and the page may use, beside json and python
 max_concurrent = 64  # generations at once, all models together; one more request gets 503 and Retry-After
 request_timeout = 10.0  # seconds a client may take to send its request, or to take the next piece of a stream
+quantize = ""  # 'int8': every run's matrices as int8 weights on a CPU (quantize.py)
 device = "auto"
 dtype = "auto"
 # -----------------------------------------------------------------------------
@@ -77,7 +79,7 @@ class RequestError(Exception):
 
 
 def load_run(path):
-    model, ckpt, meta = load_model(path, checkpoint, device)
+    model, ckpt, meta = load_model(path, checkpoint, device, quantize)
     info = {"id": os.path.basename(os.path.normpath(path)), "object": "model", "owned_by": "small-lm",
             "created": int(os.path.getmtime(ckpt["path"])), "model_type": ckpt["model_type"],
             "parameters": model.num_params(), "non_embedding_parameters": model.num_params(non_embedding=True),
@@ -369,6 +371,7 @@ if __name__ == "__main__":
         raise ValueError(f"--out_dir names two runs called {twice!r}: a model's id is its folder's name, so rename one")
     if len(paths) > 1 and checkpoint not in ("latest", "best"):
         raise ValueError(f"--checkpoint={checkpoint} is one file, but --out_dir names {len(paths)} runs")
+    device = check_quantize(quantize, device, dtype)
     validators = {"json": validator("json"), "python": validator("python")}
     if validate:
         validators[validate] = validator(validate)
