@@ -155,6 +155,7 @@ RESUME = ["--dataset={tmp}/data", "--out_dir={tmp}/run", *TINY_MODEL, "--max_ite
 SAMPLE = ["--out_dir={tmp}/run", "--device=cpu", "--max_new_tokens=5", "--num_samples=1"]
 EVAL = ["--out_dir={tmp}/run", "--device=cpu"]
 SERVE = ["--out_dir={tmp}/run", "--device=cpu", "--port=0"]  # each case fails before serving
+EXPORT = ["--out_dir={tmp}/run", "--hf_dir={tmp}/hf"]
 BENCH = ["--dataset={tmp}/data", "--device=cpu", "--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16",
          "--batch_size=2", "--warmup_steps=0", "--timed_steps=1", "--generate_tokens=2"]
 TEXT = "Once upon a time there was a cat.\n<|endoftext|>\nThe dog ran home.\n<|endoftext|>\n" * 50
@@ -168,6 +169,8 @@ CASES = {
         # config values
         (["--n_head=5", "--n_embd=64"], None, "n_embd=64 must be a multiple of n_head=5"),
         (["--n_head=5", "--n_embd=64"], None, "e.g. n_head=4 or n_embd=65"),
+        (["--n_embed=64"], None, "unknown config key 'n_embed'; did you mean n_embd"),
+        (["--batch_size=big"], None, "--batch_size='big' is text, but batch_size takes a whole number"),
         (["--rope=True", "--n_embd=34"], None, "rope rotates pairs of dimensions"),
         (["--n_kv_head=3"], None, "n_head=2 must be a multiple of n_kv_head=3"),
         (["--model=bdh", "--n_head=3", "--mlp_internal_dim_multiplier=1"], None, "N = mlp_internal_dim_multiplier"),
@@ -210,6 +213,7 @@ CASES = {
         (["{tmp}/bad.py"], write("bad.py", "batch_size = n_batch * 2\n"), "NameError: name 'n_batch' is not defined"),
         # data
         (["--dataset=nope"], None, "no prepared dataset 'nope'"),
+        (["--dataset=nope"], None, "prepare it first: python prepare.py --dataset=nope"),
         ([], write("data/meta.json", "{"), "meta.json is not valid JSON"),
         ([], write("data/meta.json", "[1, 2]"), "meta.json has no tokenizer, vocab_size, dtype"),
         ([], edit_meta("data", vocab_size=None), "meta.json has no vocab_size"),
@@ -330,6 +334,7 @@ CASES = {
         (["--model=xyz"], None, "--model='xyz'; choose gpt, bdh or all"),
         (["--attention_form=fast"], None, "--attention_form='fast'; choose auto, direct or chunked"),
         (["--dataset=nope"], None, "no prepared dataset 'nope'"),
+        (["--dataset=nope"], None, "prepare it first: python prepare.py --dataset=nope"),
         (["--batch_size=0"], None, "--batch_size=0 must be a number > 0"),
         (["--timed_steps=0"], None, "--timed_steps=0 must be a number > 0"),
         (["--n_head=5", "--n_embd=64"], None, "n_embd=64 must be a multiple of n_head=5"),
@@ -358,6 +363,12 @@ CASES = {
         (["--pair_order=random"], bdh_run("bdh"), "--pair_order='random'; use frequency or concat"),
         (["--run={tmp}/bdh"], None, "unknown config key 'run'; did you mean runs"),
     ],
+    "export": [  # nothing written: no {tmp}/hf, no .gguf, the folder in use as it was
+        (["--out_dir={tmp}/bdh"], bdh_run("bdh"), "only GPT runs export to transformers"),
+        (["--hf_dir={tmp}/used"], write("used/keep.txt", "mine"), "exists and is not an empty folder"),
+        (["--hf_dir=", "--format=gguf", "--to={tmp}/m.gguf"], write("m.gguf", "mine"), "--to={tmp}/m.gguf exists"),
+        (["--format=onnx"], None, "--format='onnx'; use hf (a transformers folder) or gguf"),
+    ],
     "gpu_check": [
         (["--device=cuda"], None, "--device=cuda but no CUDA GPU is visible; use --device=cpu"),
         (["--budget_minutes=0"], None, "--budget_minutes=0.0 must be a number > 0"),
@@ -374,7 +385,7 @@ CASES = {
     ],
 }
 BASE = {"train": TRAIN, "resume": RESUME, "sample": SAMPLE, "eval": EVAL, "prepare": PREPARE, "bench": BENCH,
-        "serve": SERVE, "merge": MERGE, "gpu_check": GPU_CHECK}
+        "serve": SERVE, "merge": MERGE, "gpu_check": GPU_CHECK, "export": EXPORT}
 PARAMS = [pytest.param(kind, args, setup, needle, id=f"{kind}-{i}-{needle[:40]}")
           for kind, cases in CASES.items() for i, (args, setup, needle) in enumerate(cases)]
 

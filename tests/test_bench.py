@@ -274,12 +274,12 @@ def test_bdh_recurrent_generation_is_faster_than_recomputing():
     net = bdh()
     # the same tokens from the same seed: the recurrent state computes what recomputation computes
     prompt = torch.zeros((1, 1), dtype=torch.long)
-    out = {c: net.generate(prompt, 256, generator=torch.Generator().manual_seed(0), use_cache=c) for c in (True, False)}
+    out = {c: net.generate(prompt, 128, generator=torch.Generator().manual_seed(0), use_cache=c) for c in (True, False)}
     assert torch.equal(out[True], out[False])
-    # measured 10-17x for 256 new tokens at this shape on one thread (12.4x at BDHConfig's widths, BENCHMARKS.md);
-    # 5 leaves room for load from the parallel tests. The control: 16 new tokens leave little context to recompute
-    # (measured 1.2-2.2x), so the same threshold must fail there
-    speedup = cache_speedup(net, 256)
-    assert speedup >= 5, speedup
+    # measured 10-17x for 256 new tokens at this shape on one thread (12.4x at BDHConfig's widths, BENCHMARKS.md),
+    # about half that for 128; 3 leaves room for load from the parallel tests. The control: 16 new tokens leave little
+    # context to recompute (measured 1.2-2.2x), so the same threshold must fail there
+    speedup = cache_speedup(net, 128)
+    assert speedup >= 3, speedup
     speedup = cache_speedup(net, 16)
-    assert speedup < 5, speedup
+    assert speedup < 3, speedup
