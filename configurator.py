@@ -113,7 +113,10 @@ def configure(namespace, argv=None):
             raise ValueError(f"argument {arg!r} must look like --key=value")
         if key not in keys:
             raise ValueError(f"unknown config key {key!r}{_closest(key, keys)}")
-        namespace[key] = _check_type(key, _parse_value(text), namespace[key])
+        value = _parse_value(text)
+        if isinstance(namespace[key], str) and isinstance(value, tuple):
+            value = text  # a list for a text key, as text keys take lists: --runs=a,b, --streams=1,8,32
+        namespace[key] = _check_type(key, value, namespace[key])
         print(f"override: {key} = {namespace[key]!r}")
     return {k: namespace[k] for k in keys}
 

@@ -3,7 +3,7 @@ serve.py's aggregate speed with concurrent streams: tokens/s of all streams toge
 this checkout's serve.py and, beside it, the serve.py of an earlier commit (--before), both serving the same runs,
 measured in turn in one run so the machine's drift falls on both alike.
 
-    python studies/serve_speed.py --runs=out-demo,out-demo-bdh --before=9ffdbc8
+    python studies/serve_speed.py --runs=out-demo,out-demo-bdh --before=0858b49
 
 The earlier commit's code is taken with `git archive` into a temporary folder; its serve.py must be able to load
 the runs (runs trained before the change, or by that commit). Every request streams max_tokens tokens at most, its
@@ -48,19 +48,24 @@ def start(folder, out_dir):
 
 
 def one(port, seed, counts):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    body = {"prompt": "Once upon a time", "max_tokens": max_tokens, "seed": seed, "stream": True,
-            "stream_options": {"include_usage": True}}
-    conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
-    response = conn.getresponse()
-    if response.status != 200:
-        raise SystemExit(f"status {response.status}: {response.read()[:300]}")
-    for line in response:
-        if line.startswith(b"data: {"):
-            usage = json.loads(line[6:]).get("usage")
-            if usage:
-                counts.append(usage["completion_tokens"])
-    conn.close()
+    """One streamed request; appends its completion tokens to counts, or -1 where the connection failed (the server
+    reset it or refused it: what a burst did to serve.py before it had a listen backlog for one)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        body = {"prompt": "Once upon a time", "max_tokens": max_tokens, "seed": seed, "stream": True,
+                "stream_options": {"include_usage": True}}
+        conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise SystemExit(f"status {response.status}: {response.read()[:300]}")
+        for line in response:
+            if line.startswith(b"data: {"):
+                usage = json.loads(line[6:]).get("usage")
+                if usage:
+                    counts.append(usage["completion_tokens"])
+        conn.close()
+    except OSError:
+        counts.append(-1)
 
 
 def aggregate(port, n):
@@ -72,7 +77,8 @@ def aggregate(port, n):
         t.start()
     for t in threads_:
         t.join()
-    return sum(c[0] for c in counts) / (time.perf_counter() - t0)
+    failed = sum(1 for c in counts if not c or c[0] < 0)
+    return sum(c[0] for c in counts if c and c[0] > 0) / (time.perf_counter() - t0), failed
 
 
 if __name__ == "__main__":
@@ -88,18 +94,20 @@ if __name__ == "__main__":
         servers = {name: start(folder, os.path.abspath(out_dir)) for name, folder in folders.items()}
         for _, port in servers.values():
             aggregate(port, 2)  # warm
-        best = {}
+        best, failed = {}, {}
         for _ in range(rounds):
             for n in counts:
                 for name, (_, port) in servers.items():
-                    best[name, n] = max(best.get((name, n), 0.0), aggregate(port, n))
+                    speed, lost = aggregate(port, n)
+                    best[name, n] = max(best.get((name, n), 0.0), speed)
+                    failed[name, n] = failed.get((name, n), 0) + lost
         for proc, _ in servers.values():
             proc.terminate()
         table[out_dir] = best
         print(f"{out_dir} ({threads} threads per server, {max_tokens} tokens per stream at most):")
         for name in folders:
-            row = "  ".join(f"{n} streams {best[name, n]:7.1f} tok/s ({best[name, n] / best[name, 1]:.1f}x)"
-                            for n in counts)
+            row = "  ".join(f"{n} streams {best[name, n]:7.1f} tok/s ({best[name, n] / best[name, 1]:.1f}x"
+                            f"{f', {failed[name, n]} reset' if failed[name, n] else ''})" for n in counts)
             print(f"  {name:<20} {row}")
     print(json.dumps({run: {f"{name} x{n}": round(v, 1) for (name, n), v in best.items()}
                       for run, best in table.items()}))

@@ -35,6 +35,14 @@ def test_value_split_on_first_equals_only():
     assert config["run_name"] == "a=b"
 
 
+def test_a_list_of_numbers_for_a_text_key_is_its_text():
+    # --seeds=1337,1338 or --streams=1,8,32 parse as a tuple; a text key takes them as typed
+    config, _ = run(["--run_name=1,8,32"])
+    assert config["run_name"] == "1,8,32"
+    with pytest.raises(ValueError, match="batch_size"):  # the control: a number key still refuses a list
+        run(["--batch_size=1,8"])
+
+
 @pytest.mark.parametrize("arg", ["--batch_size=1.5", "--batch_size=big", "--decay_lr=1"])
 def test_wrong_type_is_a_one_line_error(arg):
     with pytest.raises(ValueError, match="batch_size|decay_lr") as e:
