@@ -368,6 +368,13 @@ CASES = {
         (["--hf_dir={tmp}/used"], write("used/keep.txt", "mine"), "exists and is not an empty folder"),
         (["--hf_dir=", "--format=gguf", "--to={tmp}/m.gguf"], write("m.gguf", "mine"), "--to={tmp}/m.gguf exists"),
         (["--format=onnx"], None, "--format='onnx'; use hf (a transformers folder) or gguf"),
+        (["--hf_dir="], None, "say where to write the export: --hf_dir=PATH"),
+        (["--to={tmp}/m.gguf"], None, "--to is --format=gguf's file; a transformers export goes to --hf_dir=PATH"),
+        (["--format=gguf"], None, "--hf_dir is --format=hf's folder; a GGUF export goes to --to=FILE.gguf"),
+        (["--hf_dir=", "--format=gguf"], None, "say where to write the export: --to=FILE.gguf"),
+        (["--hf_dir=", "--format=gguf", "--to={tmp}/nodir/m.gguf"], None, "its folder does not exist"),
+        (["--hf_dir=", "--format=gguf", "--to={tmp}/m.gguf", "--gguf_type=q4"], None, "--gguf_type='q4'; use one of"),
+        (["--out_dir={tmp}/nope"], None, "no checkpoint at"),
     ],
     "gpu_check": [
         (["--device=cuda"], None, "--device=cuda but no CUDA GPU is visible; use --device=cpu"),
@@ -427,5 +434,5 @@ def test_the_fork_server_answers_as_a_real_process_does(kind, args, setup, needl
 def test_the_catalogue_covers_every_script():
     counts = {kind: len(cases) for kind, cases in CASES.items()}
     assert set(counts) == {"train", "resume", "sample", "eval", "prepare", "bench", "serve", "merge",
-                           "gpu_check"}, counts
+                           "gpu_check", "export"}, counts
     assert min(n for kind, n in counts.items() if kind != "resume") >= 10, counts
