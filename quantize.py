@@ -8,11 +8,11 @@ nn.Linear of its blocks (attention's q/k/v and output, the MLP). BDH: its encode
 linear maps. Both: the output head (the token table's transpose, or its own). The token lookups, norms, biases, BDH's
 attention and the rotary embedding stay float32.
 
-Why this and not torchao: torchao is PyTorch's newer home for quantization, but on this 2-core AVX2 CPU in eager
-mode its int8 configs were slower than float32 (weight-only 0.3-0.9x, dynamic int8 0.03-0.3x on one MLP, as was
-torch's own _weight_int8pack_mm), where torch.ao's dynamic Linear ran 2.4-2.7x faster at width 768
-(BENCHMARKS.md). torch.ao.quantization warns that it is deprecated in favour of torchao; that warning is silenced here
-on purpose, and the day a torch drops it, --quantize=int8 says so in one line.
+Why this and not torchao: torchao is PyTorch's newer home for quantization, but in a trial on one MLP on the
+2-core development CPU in eager mode its int8 configs (weight-only, dynamic) and torch's own _weight_int8pack_mm
+were slower than float32, where torch.ao's dynamic Linear decodes GPT-2 124M's shape 1.62x faster than float32
+(BENCHMARKS.md, "int8 and llama.cpp on a CPU"). torch.ao.quantization warns that it is deprecated in favour of
+torchao; that warning is silenced here on purpose, and the day a torch drops it, --quantize=int8 says so in one line.
 """
 
 import types
