@@ -43,9 +43,10 @@ class Muon(torch.optim.Optimizer):
     A parameter of more than 2 dimensions is a stack of matrices over its last two (BDH's (n_head, D, N) encoders
     are n_head matrices), each orthogonalised on its own."""
 
-    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0):
+    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0, normuon=False,
+                 beta2=0.9):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay, normuon=normuon, beta2=beta2))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -64,6 +65,8 @@ class Muon(torch.optim.Optimizer):
             for (rows, cols), items in by_shape.items():
                 stack = torch.cat([u.reshape(-1, rows, cols) for _, u in items])  # (k, rows, cols)
                 orthogonal = orthogonalize(stack, group["ns_steps"])
+                if group.get("normuon"):
+                    orthogonal = self.normuon(items, orthogonal, group["beta2"])
                 lr = group["lr"] * math.sqrt(max(1.0, rows / cols))
                 start = 0
                 for p, u in items:
@@ -71,6 +74,26 @@ class Muon(torch.optim.Optimizer):
                     p.mul_(1 - group["lr"] * group["weight_decay"])
                     p.add_(orthogonal[start : start + n].view_as(p), alpha=-lr)
                     start += n
+
+    def normuon(self, items, orthogonal, beta2):
+        """NorMuon (nanochat's Muon; arXiv 2510.05491): each row of the orthogonalised update (each column, for a
+        wide matrix) divided by the root of its mean square, averaged over steps with beta2 (state "second_moment"
+        per parameter), the whole update then rescaled to its norm before: rows that Newton-Schulz left large or
+        small move alike, at the update's size."""
+        k, rows, cols = orthogonal.shape
+        dim = -1 if rows >= cols else -2
+        mean_square = orthogonal.square().mean(dim=dim, keepdim=True)  # (k, rows, 1) or (k, 1, cols)
+        moments, start = [], 0
+        for p, u in items:
+            n = u.numel() // (rows * cols)
+            state = self.state[p]
+            if "second_moment" not in state:
+                state["second_moment"] = torch.zeros_like(mean_square[start : start + n])
+            moments.append(state["second_moment"].lerp_(mean_square[start : start + n], 1 - beta2))
+            start += n
+        scaled = orthogonal * torch.cat(moments).clamp(min=1e-10).rsqrt()
+        norm = orthogonal.norm(dim=(-2, -1), keepdim=True)
+        return scaled * (norm / scaled.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-10))
 
     def load_state_dict(self, state_dict):
         """Also takes the state of the Muon this project used before (torch.optim.Muon on one 2-D view per head of a
@@ -92,7 +115,7 @@ class Muon(torch.optim.Optimizer):
 
 def configure_optimizers(model, weight_decay, learning_rate, betas, device_type, optimizer="adamw",
                          muon_learning_rate=0.02, muon_momentum=0.95, embedding_lr=0.0, head_lr=0.0, scalar_lr=0.0,
-                         muon_ns_steps=5):
+                         muon_ns_steps=5, muon_normuon=False):
     """A list of optimizers that together hold every parameter once.
     'adamw': AdamW for all, with weight decay on matrices and embeddings (dim >= 2) only, never on biases, gains and
     scalars. 'muon': Muon for the hidden matrices (everything of dim >= 2 outside the embeddings and head), AdamW for
@@ -116,7 +139,8 @@ def configure_optimizers(model, weight_decay, learning_rate, betas, device_type,
     optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))]
     if hidden:
         # weight decay 0: Muon's orthogonalised updates keep the weights' scale bounded without it (nanochat)
-        optimizers.append(Muon(hidden, lr=muon_learning_rate, momentum=muon_momentum, ns_steps=muon_ns_steps))
+        optimizers.append(Muon(hidden, lr=muon_learning_rate, momentum=muon_momentum, ns_steps=muon_ns_steps,
+                               normuon=muon_normuon))
     for opt in optimizers:
         for group in opt.param_groups:
             group["base_lr"] = group["lr"]

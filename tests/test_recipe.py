@@ -171,6 +171,26 @@ def test_our_muon_steps_as_torch_optim_muon(monkeypatch):
     assert (moved[0] - alone[1].detach()).abs().max() > 0.1  # the control: another matrix is far off
 
 
+@pytest.mark.parametrize("shape", [(16, 40), (40, 16), (2, 16, 40)])
+def test_normuon_moves_every_row_alike_at_the_update_s_size(shape):
+    # one step of Muon with NorMuon: each row of a tall matrix (column of a wide one) moves by the same amount, and
+    # the matrix as a whole by what plain Muon moves it; plain Muon (the control) moves them by different amounts
+    torch.manual_seed(0)
+    grad = torch.randn(shape)
+    moved = {}
+    for normuon in (True, False):
+        p = torch.nn.Parameter(torch.zeros(shape))
+        p.grad = grad.clone()
+        Muon([p], lr=1.0, momentum=0.0, nesterov=False, normuon=normuon).step()
+        moved[normuon] = -p.detach().reshape(-1, *shape[-2:])
+    dim = -1 if shape[-2] >= shape[-1] else -2  # along a row of a tall matrix, a column of a wide one
+    for normuon, m in moved.items():
+        norms = m.norm(dim=dim)  # (matrices, rows or columns): each matrix of a stack on its own
+        spread = (norms.max(dim=-1).values / norms.min(dim=-1).values).max().item()
+        assert (spread < 1.001) if normuon else (spread > 1.02), (normuon, spread)
+    torch.testing.assert_close(moved[True].norm(dim=(-2, -1)), moved[False].norm(dim=(-2, -1)), rtol=1e-5, atol=0)
+
+
 def test_muon_resumes_the_state_of_the_per_head_muon_it_replaces():
     # a checkpoint's optimizer state from before (torch.optim.Muon over one 2-D view per head) loads into the
     # stacked parameter: the same momentum, so a resumed BDH run continues where it was

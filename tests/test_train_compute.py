@@ -16,11 +16,11 @@ from tests.test_train import losses_by_iter, train_args, train_in_process
     ["--sampling=epoch"],
     ["--sampling=aligned", "--block_size_schedule=8:0.3,16:0.6"],
     ["--optimizer=muon", "--sampling=aligned", "--gradient_accumulation_steps=2"],
-    ["--optimizer=muon", "--model=bdh", "--mlp_internal_dim_multiplier=4", "--sampling=epoch"],
+    ["--optimizer=muon", "--model=bdh", "--mlp_internal_dim_multiplier=4", "--sampling=epoch", "--muon_normuon=True"],
     ["--optimizer=muon", "--lr_schedule=trapezoid", "--muon_momentum_warmup=7", "--embedding_lr=0.02",
      "--head_lr=1e-3", "--scalar_lr=0.01", "--beta1=0.8", "--rope=True", "--norm=rmsnorm", "--mlp=relu2",
      "--qk_norm=True", "--tie_embeddings=False", "--zero_init=True", "--logit_softcap=15.0", "--x0_skip=True",
-     "--value_embeds=True", "--bias=False"],
+     "--value_embeds=True", "--bias=False", "--muon_normuon=True"],
 ], ids=["epoch", "aligned+curriculum", "muon+aligned+accumulation", "bdh+muon+epoch", "recipe"])
 def test_each_option_resumes_bit_for_bit(tiny_dataset, tmp_path, monkeypatch, capsys, options):
     args = ["--eval_interval=5", "--log_interval=1", "--dropout=0.1", "--warmup_iters=2", "--learning_rate=3e-3",
