@@ -4,10 +4,13 @@ data and machine, each given the wall time (or the tokens) nanoGPT's training ta
 
     python prepare.py --input=../shared/data/tinyshakespeare/input.txt --tokenizer=char --val_fraction=0.1 \
         --out_dir=data/shakespeare_char
-    python studies/equal_time.py --variants=today,recipe --nanochat=nanochat:32,none:32
+    python studies/equal_time.py --jobs=2 --times_file=out-study/times_shakespeare.json --variants=recipe \
+        --nanochat=none:32 --seeds=1337,1338                       # the recipe against nanoGPT and nanochat
+    python studies/equal_time.py --jobs=2 --times_file=out-study/times_shakespeare.json --fraction=0.25 \
+        --variants="today,no_softcap=recipe-softcap,add_softcap=today+softcap" --reference_run=False
     python prepare.py --input=../shared/data/tinystories/TinyStories-train-sample.txt --tokenizer=bpe:2048 \
         --val_fraction=0.1 --out_dir=data/tinystories_sample_bpe
-    python studies/equal_time.py --dataset=data/tinystories_sample_bpe --variants=recipe --fraction=0.25
+    python studies/equal_time.py --dataset=data/tinystories_sample_bpe --variants=recipe,exportable --jobs=2
 
 How "equal wall time" is kept on a machine whose speed drifts: first each variant's training step and the
 references' are timed in turn, in this process (ms_per_iter below, the ratio taken within each round); then each
@@ -68,6 +71,9 @@ seeds = "1337"  # comma-separated: each run once per seed
 jobs = 1  # runs trained side by side (each then on threads // jobs threads, 1 at least)
 out_root = "out-study"
 threads = 0  # torch threads while timing (0: torch's default)
+times_file = ""  # a JSON file of step times relative to nanoGPT's, by what a step's time depends on: read where it
+# has a variant's, written with those timed now, so a batch of runs reuses timings taken on a quiet machine
+train = True  # False: time the steps, print the iterations each would get, and stop
 # -----------------------------------------------------------------------------
 configure(globals())
 if threads:
@@ -75,7 +81,11 @@ if threads:
 
 NANOGPT = ["--learning_rate=1e-3", "--min_lr=1e-4", "--beta2=0.99", "--warmup_iters=100", "--bias=False",
            "--rope=False", "--norm=layernorm", "--mlp=gelu", "--optimizer=adamw", "--sampling=random",
-           "--block_size_schedule=", "--weight_decay=0.1", "--grad_clip=1.0", "--batch_size=12"]
+           "--block_size_schedule=", "--weight_decay=0.1", "--grad_clip=1.0", "--batch_size=12",
+           # the recipe's keys off, whatever the config file sets: a variant is nanoGPT plus its PIECES
+           "--qk_norm=False", "--tie_embeddings=True", "--zero_init=False", "--logit_softcap=0.0", "--x0_skip=False",
+           "--value_embeds=False", "--lr_schedule=cosine", "--muon_momentum_warmup=0", "--embedding_lr=0.0",
+           "--head_lr=0.0", "--scalar_lr=0.0", "--beta1=0.9", "--muon_normuon=False"]
 # what the study adds to (or takes from) a recipe, one technique each
 PIECES = {
     "muon": ["--optimizer=muon", "--muon_learning_rate=0.02"],
@@ -89,8 +99,9 @@ PIECES = {
     "softcap": ["--logit_softcap=15.0"],
     "x0_skip": ["--x0_skip=True"],
     "value_embeds": ["--value_embeds=True"],
-    "trapezoid": ["--lr_schedule=trapezoid", "--warmdown_fraction=0.5", "--warmup_iters=20", "--min_lr=0.0"],
+    "trapezoid": ["--lr_schedule=trapezoid", "--warmdown_fraction=0.65", "--warmup_iters=20", "--min_lr=0.0"],
     "momentum_warmup": ["--muon_momentum_warmup=300"],
+    "normuon": ["--muon_normuon=True"],
     "adam_groups": ["--learning_rate=3e-3", "--embedding_lr=0.05", "--head_lr=0.004", "--scalar_lr=0.01",
                     "--beta1=0.8", "--beta2=0.95", "--weight_decay=0.0"],
     "batch32": ["--batch_size=32"],
@@ -98,11 +109,17 @@ PIECES = {
     "aligned": ["--sampling=aligned"],  # for data with documents: windows start at document starts
     "curriculum": ["--block_size_schedule=16:0.2,32:0.5"],
 }
+TIMED_KEYS = ("model", "batch_size", "block_size", "gradient_accumulation_steps", "block_size_schedule", "optimizer",
+              "muon_ns_steps", "sampling", "grad_clip")
 BASES = {
     "nanogpt": [],  # nanoGPT's settings in train.py
     "today": ["muon"],  # config/shakespeare_char.py before this study: Muon on nanoGPT's GPT
     "recipe": ["muon", "rope", "rmsnorm", "relu2", "qk_norm", "untied", "zero_init", "softcap", "x0_skip",
                "value_embeds", "trapezoid", "momentum_warmup", "adam_groups", "batch32"],
+    # the recipe less what transformers and llama.cpp have no form for (softcap, x0_skip, value_embeds, relu2):
+    # what the TinyStories GPT configs train, so their runs export (Qwen3's blocks: Llama's with QK-norm)
+    "exportable": ["muon", "rope", "rmsnorm", "swiglu", "qk_norm", "untied", "zero_init", "trapezoid",
+                   "momentum_warmup", "adam_groups", "batch32"],
 }
 
 
@@ -260,7 +277,8 @@ def our_step(args, data_dir, meta):
     model = create_model(cfg["model"], {**pick_model_args(cfg["model"], cfg), "vocab_size": meta["vocab_size"]})
     opts = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]), "cpu",
                                       cfg["optimizer"], cfg["muon_learning_rate"], cfg["muon_momentum"],
-                                      cfg["embedding_lr"], cfg["head_lr"], cfg["scalar_lr"], cfg["muon_ns_steps"])
+                                      cfg["embedding_lr"], cfg["head_lr"], cfg["scalar_lr"], cfg["muon_ns_steps"],
+                                      cfg["muon_normuon"])
     loader = BatchLoader(os.path.join(data_dir, "train.bin"), meta, cfg["batch_size"], cfg["block_size"], seed=0,
                          sampling=cfg["sampling"])
     stages = parse_block_size_schedule(cfg["block_size_schedule"], cfg["block_size"])
@@ -281,21 +299,30 @@ def our_step(args, data_dir, meta):
 
 
 def ms_per_iter(step_fns):
-    """{name: mean ms per iteration}: one step of each in turn, timing_steps times, so the machine's drift over
-    seconds falls on all alike. A curriculum's stages are timed in their shares of the steps."""
+    """{name: ms per iteration}: one step of each in turn, timing_steps rounds, so the machine's drift over seconds
+    falls on all alike; each variant's time is nanoGPT's median step times the mean of its ratios to the nanoGPT
+    step of the same round, the highest and lowest tenth left out (a spike of load in one round moves it little).
+    A curriculum's stages are timed in their shares of the rounds."""
     for parts in step_fns.values():
         for step, _ in parts:
             for it in range(3):
                 step(it)  # warm
-    totals = dict.fromkeys(step_fns, 0.0)
+    rounds = {name: [] for name in step_fns}
     for i in range(timing_steps):
         for name, parts in step_fns.items():
             ends = np.cumsum([share for _, share in parts])
             step = parts[min(int(np.searchsorted(ends, (i + 0.5) / timing_steps)), len(parts) - 1)][0]
             t0 = time.perf_counter()
             step(i)
-            totals[name] += time.perf_counter() - t0
-    return {name: 1000 * t / timing_steps for name, t in totals.items()}
+            rounds[name].append(time.perf_counter() - t0)
+    reference = np.array(rounds["nanogpt"])
+
+    def trimmed_mean(x):
+        x = np.sort(x)
+        return x[len(x) // 10 : len(x) - len(x) // 10].mean()
+
+    base = np.median(reference)
+    return {name: 1000 * float(base * trimmed_mean(np.array(r) / reference)) for name, r in rounds.items()}
 
 
 def val_loss(out_dir):
@@ -351,12 +378,33 @@ if __name__ == "__main__":
         runs[name] = variant_args(expression or name)
     settings = [s for s in nanochat.split(",") if s]
     print(f"timing: {timing_steps} steps of each, one of each in turn ({torch.get_num_threads()} threads)")
+    known = {}  # --times_file: {signature: step time / nanoGPT's}, from an earlier, quieter timing
+    if times_file and os.path.exists(times_file):
+        with open(times_file) as f:
+            known = json.load(f)
     fns = {"nanogpt": [(nanogpt_run(data_dir, meta, reference_iters, timed=True), 1.0)]}
+    signature = {}  # what a step's time depends on: variants that differ in rates, schedule or seed share a timing
     for s in settings:
-        fns[f"nanochat {s}"] = [(nanochat_run(data_dir, meta, reference_iters, s, timed=True), 1.0)]
+        signature[f"nanochat {s}"] = f"nanochat {s}"
+        if f"nanochat {s}" not in known:
+            fns[f"nanochat {s}"] = [(nanochat_run(data_dir, meta, reference_iters, s, timed=True), 1.0)]
     for name, args in runs.items():
-        fns[name] = our_step(args, data_dir, meta)
+        cfg = train_config(args)
+        timed = {k: cfg[k] for k in TIMED_KEYS} | ({"muon_normuon": True} if cfg["muon_normuon"] else {})
+        key = json.dumps(timed | pick_model_args(cfg["model"], cfg), sort_keys=True)
+        if key not in [k for n, k in signature.items() if n in fns] and key not in known:
+            fns[name] = our_step(args, data_dir, meta)
+        signature[name] = key
     times = ms_per_iter(fns)
+    for name, key in signature.items():
+        if key in known:
+            times[name] = known[key] * times["nanogpt"]
+        else:
+            times[name] = times[next(n for n, k in signature.items() if k == key and n in fns)]
+            known[key] = times[name] / times["nanogpt"]
+    if times_file:
+        with open(times_file, "w") as f:
+            json.dump(known, f, indent=1)
     ratio = {name: t / times["nanogpt"] for name, t in times.items()}
     tokens = {"nanogpt": 12 * 64, **{f"nanochat {s}": int(s.split(":")[1]) * 64 for s in settings}}
     for name, args in runs.items():
@@ -367,6 +415,8 @@ if __name__ == "__main__":
     for name in times:
         print(f"  {name:<16} {times[name]:7.2f} ms/iter, {ratio[name]:.3f}x nanoGPT's, {tokens[name]:,} tokens/iter:"
               f" {iters[name]:,} iterations")
+    if not train:
+        raise SystemExit(0)
     n_threads = max(1, (threads or torch.get_num_threads()) // jobs)
     job_list = []
     for seed in map(int, seeds.split(",")):
