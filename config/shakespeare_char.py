@@ -1,6 +1,6 @@
 # nanoGPT's shakespeare_char at its CPU shape (4 layers, 4 heads, width 128, block 64) with the small-model recipe
 # the equal-time study in BENCHMARKS.md chose: nanochat's and modded-nanogpt's blocks, Muon set up as they set it,
-# a trapezoid schedule and 32 sequences a step. 520 iterations take about nanoGPT's 2,000 iterations' time on a CPU.
+# a trapezoid schedule and 32 sequences a step. 500 iterations take about nanoGPT's 2,000 iterations' time on a CPU.
 # python prepare.py --input=../shared/data/tinyshakespeare/input.txt --tokenizer=char --val_fraction=0.1 \
 #     --out_dir=data/shakespeare_char
 # python train.py config/shakespeare_char.py
@@ -15,19 +15,21 @@ block_size = 64
 batch_size = 32  # 2,048 tokens a step: fewer, better steps than nanoGPT's 768 in the same time (the study's batch rows)
 dropout = 0.0
 bias = False
-# the blocks: rope + rmsnorm, QK-norm, ReLU^2 MLP, an untied head, zero-initialised projections, soft-capped logits,
-# the embedding x0 mixed into every layer, value embeddings (each one's share: the study's leave-one-out rows)
+# the blocks: rope + rmsnorm, QK-norm, ReLU^2 MLP, an untied head, soft-capped logits, the embedding x0 mixed into
+# every layer, value embeddings (each one's share: the study's leave-one-out rows)
 rope = True
 norm = "rmsnorm"
 mlp = "relu2"
 qk_norm = True
 tie_embeddings = False
-zero_init = True
+zero_init = False  # zero-initialised projections lost 0.013 over two seeds at this size (BENCHMARKS.md)
 logit_softcap = 15.0
 x0_skip = True
 value_embeds = True
-# the optimizers: Muon for the hidden matrices, its momentum warmed up from 0.85; AdamW for the rest, a rate per group
+# the optimizers: Muon for the hidden matrices, its momentum warmed up from 0.85, with NorMuon's per-row step sizes;
+# AdamW for the rest, a rate per group
 optimizer = "muon"
+muon_normuon = True
 muon_learning_rate = 0.02
 muon_momentum_warmup = 300
 learning_rate = 3e-3  # AdamW's for hidden matrices it holds (none under Muon) and the default of the three below
@@ -43,8 +45,8 @@ lr_schedule = "trapezoid"
 warmdown_fraction = 0.65
 warmup_iters = 20
 min_lr = 0.0
-max_iters = 520
-lr_decay_iters = 520
-eval_interval = 130
+max_iters = 500
+lr_decay_iters = 500
+eval_interval = 125
 eval_iters = 20
-log_interval = 26
+log_interval = 25

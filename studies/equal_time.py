@@ -116,6 +116,9 @@ BASES = {
     "today": ["muon"],  # config/shakespeare_char.py before this study: Muon on nanoGPT's GPT
     "recipe": ["muon", "rope", "rmsnorm", "relu2", "qk_norm", "untied", "zero_init", "softcap", "x0_skip",
                "value_embeds", "trapezoid", "momentum_warmup", "adam_groups", "batch32"],
+    # config/shakespeare_char.py: the recipe with NorMuon, without zero-init (the study's last table)
+    "final": ["muon", "rope", "rmsnorm", "relu2", "qk_norm", "untied", "softcap", "x0_skip", "value_embeds",
+              "trapezoid", "momentum_warmup", "normuon", "adam_groups", "batch32"],
     # the recipe less what transformers and llama.cpp have no form for (softcap, x0_skip, value_embeds, relu2):
     # what the TinyStories GPT configs train, so their runs export (Qwen3's blocks: Llama's with QK-norm)
     "exportable": ["muon", "rope", "rmsnorm", "swiglu", "qk_norm", "untied", "zero_init", "trapezoid",
