@@ -16,8 +16,8 @@ Memory: on a GPU the peak allocated during the timed steps; on a CPU the process
 with several models a later row includes the earlier ones). 'saved MB' is what autograd saves for backward in one
 step, parameters not counted: the activations, which grow with batch and sequence length.
 
-The speed claims (our GPT against a plain GPT-2, BDH's attention forms and recurrent generation) are tests in
-tests/test_bench.py, which drive the timing functions below. Sweeps are recipes in BENCHMARKS.md.
+tests/test_bench.py holds our GPT's and BDH's steps to a plain transcription's speed (loose thresholds, with
+controls), BDH's chunked form to saving its T x T scores, and its recurrent generation to one position per token. Sweeps are recipes in BENCHMARKS.md.
 """
 
 import gc

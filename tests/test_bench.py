@@ -3,7 +3,6 @@ here, timed by bench's own functions, each beside a control that shows the check
 
 import json
 import math
-import statistics
 
 import torch
 import torch.nn as nn
@@ -237,19 +236,14 @@ def tokens(T):
     return torch.randint(0, 2048, (2, 1, T), generator=torch.Generator().manual_seed(0))
 
 
-def test_bdh_chunked_form_trains_faster_than_direct_at_a_long_sequence():
+def test_bdh_chunked_form_saves_less_for_backward_at_a_long_sequence():
+    # the T x T scores (nh x T^2 floats, 16 MB at T = 1024) are what the chunked form does not keep; its speed
+    # (1.7-2.4x the direct form's step at T = 1024 on one thread) is a figure for BENCHMARKS.md, not an assertion
+    # that a loaded test machine can break. The control: at T = 128 the scores are 64x smaller, under the margin
     x, y = tokens(1024)
-    direct = bdh("direct")
-    chunked = bdh("chunked")
-    # the T x T scores (nh x T^2 floats, 8 MB here) are what the chunked form does not keep
-    assert bench.saved_for_backward_mb(chunked, x, y) <= bench.saved_for_backward_mb(direct, x, y) - 7
-    t = bench.median_step_times({"direct": step_of(direct), "chunked": step_of(chunked)}, x, y)
-    # measured 1.7-2.4 at T = 1024 on one thread; 1.25 leaves room for load from the parallel tests. The control: at
-    # T = 128 in chunks of 16 the chunked form only adds work (measured about 0.9), and must fall short of the same 1.25
-    assert t["direct"] / t["chunked"] >= 1.25, t
+    assert bench.saved_for_backward_mb(bdh("chunked"), x, y) <= bench.saved_for_backward_mb(bdh("direct"), x, y) - 7
     x, y = tokens(128)
-    t = bench.median_step_times({"direct": step_of(bdh("direct", 16)), "chunked": step_of(bdh("chunked", 16))}, x, y)
-    assert t["direct"] / t["chunked"] < 1.25, t
+    assert bench.saved_for_backward_mb(bdh("chunked", 16), x, y) > bench.saved_for_backward_mb(bdh("direct", 16), x, y) - 7
 
 
 def test_bdh_auto_is_the_direct_form_up_to_chunked_above():
@@ -263,23 +257,19 @@ def test_bdh_auto_is_the_direct_form_up_to_chunked_above():
     assert torch.equal(auto(x, y)[1], bdh("direct")(x, y)[1])
 
 
-def cache_speedup(net, new_tokens):
-    """Generation tokens/s with the recurrent state over tokens/s recomputing the context, the median of 3 rounds
-    that each time both in turn."""
-    rounds = [[bench.generate_tokens_per_sec(net, new_tokens, c) for c in (True, False)] for _ in range(3)]
-    return statistics.median(cache / recompute for cache, recompute in rounds)
-
-
-def test_bdh_recurrent_generation_is_faster_than_recomputing():
+def test_bdh_recurrent_generation_reads_each_token_once():
     net = bdh()
     # the same tokens from the same seed: the recurrent state computes what recomputation computes
     prompt = torch.zeros((1, 1), dtype=torch.long)
-    out = {c: net.generate(prompt, 128, generator=torch.Generator().manual_seed(0), use_cache=c) for c in (True, False)}
+    out = {c: net.generate(prompt, 64, generator=torch.Generator().manual_seed(0), use_cache=c) for c in (True, False)}
     assert torch.equal(out[True], out[False])
-    # measured 10-17x for 256 new tokens at this shape on one thread (12.4x at BDHConfig's widths, BENCHMARKS.md),
-    # about half that for 128; 3 leaves room for load from the parallel tests. The control: 16 new tokens leave little
-    # context to recompute (measured 1.2-2.2x), so the same threshold must fail there
-    speedup = cache_speedup(net, 128)
-    assert speedup >= 3, speedup
-    speedup = cache_speedup(net, 16)
-    assert speedup < 3, speedup
+    # the work: positions through the model. With the state each new token is one position (64 in all); the
+    # control, recomputing, reads the whole context every token (1 + 2 + ... + 64). The speed that follows
+    # (10-17x for 256 new tokens on one thread) is BENCHMARKS.md's, not an assertion a loaded machine can break
+    positions = []
+    hook = net.register_forward_pre_hook(lambda module, args: positions.append(args[0].size(1)))
+    for use_cache, expected in ((True, 64), (False, 64 * 65 // 2)):
+        positions.clear()
+        net.generate(prompt, 64, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+        assert sum(positions) == expected, (use_cache, sum(positions))
+    hook.remove()
