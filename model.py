@@ -697,31 +697,45 @@ class BDH(LanguageModel):
 
     def layer(self, x, rope, cache=None, i=0):
         """One layer (the i-th, for the cache) on x (1, B, T, D). Returns x and the counts of active neurons in
-        x_sparse and y_sparse per head, (2, nh)."""
-        nh, N, D = self.config.n_head, self.config.N, self.config.n_embd
+        x_sparse and y_sparse per head, (2, nh). Its three products are methods (encode, encode_v, decode), so
+        quantize.py can give them int8 weights without a second copy of the layer."""
+        nh, D = self.config.n_head, self.config.n_embd
         _, B, T, _ = x.shape
-        decoder = self.decoder.view(nh, N, D)  # D_x as nh slices (N, D): a product per head, summed
-        if T == 1:  # a decoding step: each row's products on their own (per_row), per head
-            x_sparse = torch.stack([per_row(x[0], self.encoder[h]) for h in range(nh)]).relu_()  # (nh, B, 1, N)
-            yKV = self.attention(x_sparse, x, rope, cache, i)  # (nh, B, 1, D)
-            y_sparse = torch.stack([per_row(ln(yKV[h]), self.encoder_v[h]) for h in range(nh)]).relu_()
-            xy_sparse = self.drop(x_sparse * y_sparse)
-            yMLP = torch.stack([per_row(xy_sparse[h], decoder[h]) for h in range(nh)]).sum(dim=0).view(1, B, T, D)
-        else:
-            # bmm, not @: matmul would fold the heads into one product and copy its output to put them first
-            # ReLUs in place: a product's output is not needed for its backward, and a fresh 4-D buffer costs a pass
-            x_sparse = torch.bmm(x.view(1, B * T, D).expand(nh, -1, -1), self.encoder).relu_().view(nh, B, T, N)
-            yKV = self.attention(x_sparse, x, rope, cache, i)  # (nh, B, T, D)
-            y_sparse = (ln(yKV).view(nh, B * T, D) @ self.encoder_v).relu_().view(nh, B, T, N)
-            xy_sparse = self.drop(x_sparse * y_sparse)  # (nh, B, T, N): the gate
-            yMLP = (xy_sparse.view(nh, B * T, N) @ decoder).sum(dim=0).view(1, B, T, D)
+        # ReLUs in place: a product's output is not needed for its backward, and a fresh 4-D buffer costs a pass
+        x_sparse = self.encode(x[0]).relu_()  # (nh, B, T, N)
+        yKV = self.attention(x_sparse, x, rope, cache, i)  # (nh, B, T, D)
+        y_sparse = self.encode_v(ln(yKV)).relu_()  # (nh, B, T, N)
+        xy_sparse = self.drop(x_sparse * y_sparse)  # (nh, B, T, N): the gate
         if self.neuron_hook is not None:
             self.neuron_hook(i, x_sparse.transpose(0, 1), y_sparse.transpose(0, 1))  # (B, nh, T, N) views
-        x = ln(x + ln(yMLP))
+        x = ln(x + ln(self.decode(xy_sparse).view(1, B, T, D)))
         if not self.track_activity:
             return x, None
         # counted as a sum of signs (0 or 1 after the ReLU): count_nonzero's int64 copy cost 10x as much
-        return x, torch.stack([a.view(nh, -1).sign().sum(dim=1, dtype=torch.float32) for a in (x_sparse, y_sparse)])
+        return x, torch.stack([a.reshape(nh, -1).sign().sum(dim=1, dtype=torch.float32) for a in (x_sparse, y_sparse)])
+
+    # BDH's three products. A decoding step (T == 1) computes each row's products on their own (per_row), per head;
+    # otherwise bmm, not @: matmul would fold the heads into one product and copy its output to put them first
+
+    def encode(self, x):  # E: (B, T, D) -> (nh, B, T, N), every head reading the same x
+        nh, N = self.config.n_head, self.config.N
+        B, T, D = x.shape
+        if T == 1:
+            return torch.stack([per_row(x, self.encoder[h]) for h in range(nh)])
+        return torch.bmm(x.view(1, B * T, D).expand(nh, -1, -1), self.encoder).view(nh, B, T, N)
+
+    def encode_v(self, y):  # E_v: (nh, B, T, D) -> (nh, B, T, N), each head reading its own y
+        nh, B, T, D = y.shape
+        if T == 1:
+            return torch.stack([per_row(y[h], self.encoder_v[h]) for h in range(nh)])
+        return (y.view(nh, B * T, D) @ self.encoder_v).view(nh, B, T, self.config.N)
+
+    def decode(self, xy):  # D_x: (nh, B, T, N) -> (B, T, D), the heads' products summed
+        nh, B, T, N = xy.shape
+        decoder = self.decoder.view(nh, N, -1)  # D_x as nh slices (N, D): a product per head
+        if T == 1:
+            return torch.stack([per_row(xy[h], decoder[h]) for h in range(nh)]).sum(dim=0)
+        return (xy.view(nh, B * T, N) @ decoder).sum(dim=0).view(B, T, -1)
 
     def attention(self, x_sparse, x, rope, cache=None, i=0):
         """yKV (nh, B, T, D). Unnormalised scores summed over T overflow fp16 (max 65504), so under fp16 this runs

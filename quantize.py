@@ -15,7 +15,6 @@ were slower than float32, where torch.ao's dynamic Linear decodes GPT-2 124M's s
 torchao; that warning is silenced here on purpose, and the day a torch drops it, --quantize=int8 says so in one line.
 """
 
-import types
 import warnings
 
 import torch
@@ -112,7 +111,7 @@ def quantize_model(model, how, device):
 
 
 def _quantize_bdh(model):
-    """BDH's three products as int8 linear maps, in a layer that is BDH.layer with only those products changed."""
+    """BDH's three products (BDH.encode, encode_v, decode) as int8 linear maps on this model; its layer is BDH's."""
     c = model.config
     nh, D, N = c.n_head, c.n_embd, c.N
     # E, (nh, D, N): one map D -> nh * N (every head reads the same x); E_v: a map D -> N per head (each head reads its
@@ -131,40 +130,4 @@ def _quantize_bdh(model):
     def decode(xy):  # (nh, B, T, N) -> (B, T, D), the heads' products summed
         return decoder(xy.permute(1, 2, 0, 3).flatten(2))
 
-    model.layer = types.MethodType(lambda self, x, rope, cache=None, i=0:
-                                   bdh_layer(self, x, rope, cache, i, encode, encode_v, decode), model)
-
-
-def bdh_products(model):
-    """BDH's three products on its float weights, as _quantize_bdh's int8 ones are called: with these, bdh_layer
-    is BDH.layer (tests/test_quantize.py holds it to that, so the two can't drift apart)."""
-    nh, D, N = model.config.n_head, model.config.n_embd, model.config.N
-
-    def encode(x):  # (B, T, D) -> (nh, B, T, N)
-        return torch.bmm(x.reshape(1, -1, D).expand(nh, -1, -1), model.encoder).view(nh, *x.shape[:2], N)
-
-    def encode_v(y):  # (nh, B, T, D) -> (nh, B, T, N)
-        return (y.reshape(nh, -1, D) @ model.encoder_v).view(*y.shape[:3], N)
-
-    def decode(xy):  # (nh, B, T, N) -> (B, T, D)
-        return (xy.reshape(nh, -1, N) @ model.decoder.view(nh, N, D)).sum(dim=0).view(*xy.shape[1:3], D)
-
-    return encode, encode_v, decode
-
-
-def bdh_layer(model, x, rope, cache, i, encode, encode_v, decode):
-    """BDH.layer (model.py) with its products E, E_v and D_x given as functions."""
-    from model import ln
-
-    nh, D = model.config.n_head, model.config.n_embd
-    _, B, T, _ = x.shape
-    x_sparse = encode(x[0]).relu()  # (nh, B, T, N)
-    yKV = model.attention(x_sparse, x, rope, cache, i)  # (nh, B, T, D)
-    y_sparse = encode_v(ln(yKV)).relu()  # (nh, B, T, N)
-    if model.neuron_hook is not None:
-        model.neuron_hook(i, x_sparse.transpose(0, 1), y_sparse.transpose(0, 1))
-    xy_sparse = model.drop(x_sparse * y_sparse)
-    x = ln(x + ln(decode(xy_sparse).view(1, B, T, D)))
-    if not model.track_activity:
-        return x, None
-    return x, torch.stack([a.reshape(nh, -1).sign().sum(dim=1, dtype=torch.float32) for a in (x_sparse, y_sparse)])
+    model.encode, model.encode_v, model.decode = encode, encode_v, decode

@@ -2,13 +2,12 @@
 weights: the int8 layers replace every matrix product, the logits stay close, a decoding step's rows are their own
 at any batch size (serve.py's batch), and BDH's int8 layer is BDH.layer with only its products changed."""
 
-import types
 
 import pytest
 import torch
 
-from model import create_model
-from quantize import Int8Linear, bdh_layer, bdh_products, check_quantize, quantize_model
+from model import BDH, create_model
+from quantize import Int8Linear, check_quantize, quantize_model
 
 GPT = {"vocab_size": 97, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 64}
 FORMS = {
@@ -71,19 +70,17 @@ def test_a_decoding_row_is_its_own_at_any_batch_size(form):
         assert torch.equal(batched[i], decode(prompts[i : i + 1])[0]), i
 
 
-def test_bdh_layer_with_float_products_is_bdh_layer():
-    """quantize.bdh_layer is BDH.layer with its products as functions: with the float products it computes what
-    BDH computes, for a prompt and for decoding steps; a control with one product wrong does not."""
+def test_bdh_layer_computes_through_its_three_products():
+    """BDH.layer's products are the methods quantize.py replaces: products given on the instance that compute what the
+    class's compute leave the logits as they are, for a prompt and for decoding steps; a control with one product
+    wrong does not."""
     model, _ = pair("bdh")
     x = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(3))
     want = logits(model, x)
-    encode, encode_v, decode = bdh_products(model)
-    model.layer = types.MethodType(lambda self, x, rope, cache=None, i=0:
-                                   bdh_layer(self, x, rope, cache, i, encode, encode_v, decode), model)
+    model.encode, model.encode_v = (lambda x: BDH.encode(model, x)), (lambda y: BDH.encode_v(model, y))
+    model.decode = lambda xy: BDH.decode(model, xy)
     assert (logits(model, x) - want).abs().max() < 1e-5
-    model.layer = types.MethodType(lambda self, x, rope, cache=None, i=0:
-                                   bdh_layer(self, x, rope, cache, i, encode, encode_v, lambda xy: decode(xy) * 1.01),
-                                   model)
+    model.decode = lambda xy: BDH.decode(model, xy) * 1.01
     assert (logits(model, x) - want).abs().max() > 1e-3
 
 
