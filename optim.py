@@ -80,7 +80,7 @@ class Muon(torch.optim.Optimizer):
         wide matrix) divided by the root of its mean square, averaged over steps with beta2 (state "second_moment"
         per parameter), the whole update then rescaled to its norm before: rows that Newton-Schulz left large or
         small move alike, at the update's size."""
-        k, rows, cols = orthogonal.shape
+        _, rows, cols = orthogonal.shape
         dim = -1 if rows >= cols else -2
         mean_square = orthogonal.square().mean(dim=dim, keepdim=True)  # (k, rows, 1) or (k, 1, cols)
         moments, start = [], 0
