@@ -120,11 +120,11 @@ class LanguageModel(nn.Module):
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer="adamw",
                              muon_learning_rate=0.02, muon_momentum=0.95, embedding_lr=0.0, head_lr=0.0, scalar_lr=0.0,
-                             muon_ns_steps=5, muon_normuon=False):
+                             muon_ns_steps=5, muon_normuon=False, muon_polar_express=False):
         """A list of optimizers that together hold every parameter once: optim.configure_optimizers."""
         return configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer,
                                     muon_learning_rate, muon_momentum, embedding_lr, head_lr, scalar_lr, muon_ns_steps,
-                                    muon_normuon)
+                                    muon_normuon, muon_polar_express)
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops, seq_len):
         """Model FLOPs utilization: achieved training FLOP/s (forward and backward) over the device's peak."""

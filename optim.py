@@ -13,22 +13,32 @@ import torch
 from hardware import cpu_has_bfloat16
 
 MUON_MOMENTUM_START = 0.85  # Muon's momentum at step 0 where muon_momentum_warmup > 0 (modded-nanogpt, nanochat)
+# Polar Express (Amsel et al., arXiv 2505.16932; nanochat's Muon): a quintic per step, each the best one for the
+# singular values left by the steps before it, so that 5 steps end nearer 1 than Jordan's one quintic repeated
+POLAR_EXPRESS = [(8.156554524902461, -22.48329292557795, 15.878769915207462),
+                 (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+                 (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+                 (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+                 (2.3465413258596377, -1.7097828382687081, 0.42323551169305323)]
 
 
-def orthogonalize(G, steps):
+def orthogonalize(G, steps, polar_express=False):
     """Newton-Schulz's quintic iteration towards the nearest semi-orthogonal matrix, U V^T of G = U S V^T, for a
     stack of matrices G (k, A, B) at once: one batched product per step instead of one product per matrix. The
     coefficients are Keller Jordan's (and torch.optim.Muon's): they push small singular values up fast and leave
-    them between about 0.7 and 1.2, which trains as well as exact U V^T. bfloat16 where its products are fast (a GPU,
-    a CPU with AVX512-BF16 or AMX), float32 elsewhere: emulated bfloat16 made Muon's step 2x slower on a CPU."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+    them between about 0.7 and 1.2, which trains as well as exact U V^T; with polar_express, Polar Express's
+    (the last one repeated past 5 steps), which leave them nearer 1 at the same cost. bfloat16 where its products
+    are fast (a GPU, a CPU with AVX512-BF16 or AMX), float32 elsewhere: emulated bfloat16 made Muon's step 2x slower
+    on a CPU."""
     fast_bf16 = G.is_cuda or (G.device.type == "cpu" and cpu_has_bfloat16())
     X = G.bfloat16() if fast_bf16 else G.float()
     tall = X.size(-2) > X.size(-1)
     if tall:
         X = X.mT  # iterate on the smaller Gram matrix
-    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)  # spectral norm <= Frobenius norm = 1
-    for _ in range(steps):
+    # spectral norm <= Frobenius norm = 1 (1/1.01 for Polar Express, whose coefficients assume a margin)
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * (1.01 if polar_express else 1.0)).clamp(min=1e-7)
+    for i in range(steps):
+        a, b, c = POLAR_EXPRESS[min(i, 4)] if polar_express else (3.4445, -4.7750, 2.0315)
         A = X @ X.mT
         B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b A + c A^2
         X = torch.baddbmm(X, B, X, beta=a, alpha=1.0)  # a X + B X
@@ -44,9 +54,10 @@ class Muon(torch.optim.Optimizer):
     are n_head matrices), each orthogonalised on its own."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0, normuon=False,
-                 beta2=0.9):
+                 beta2=0.9, polar_express=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                                      weight_decay=weight_decay, normuon=normuon, beta2=beta2))
+                                      weight_decay=weight_decay, normuon=normuon, beta2=beta2,
+                                      polar_express=polar_express))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -64,7 +75,7 @@ class Muon(torch.optim.Optimizer):
                 by_shape.setdefault(tuple(p.shape[-2:]), []).append((p, update))
             for (rows, cols), items in by_shape.items():
                 stack = torch.cat([u.reshape(-1, rows, cols) for _, u in items])  # (k, rows, cols)
-                orthogonal = orthogonalize(stack, group["ns_steps"])
+                orthogonal = orthogonalize(stack, group["ns_steps"], group.get("polar_express", False))
                 if group.get("normuon"):
                     orthogonal = self.normuon(items, orthogonal, group["beta2"])
                 lr = group["lr"] * math.sqrt(max(1.0, rows / cols))
@@ -115,7 +126,7 @@ class Muon(torch.optim.Optimizer):
 
 def configure_optimizers(model, weight_decay, learning_rate, betas, device_type, optimizer="adamw",
                          muon_learning_rate=0.02, muon_momentum=0.95, embedding_lr=0.0, head_lr=0.0, scalar_lr=0.0,
-                         muon_ns_steps=5, muon_normuon=False):
+                         muon_ns_steps=5, muon_normuon=False, muon_polar_express=False):
     """A list of optimizers that together hold every parameter once.
     'adamw': AdamW for all, with weight decay on matrices and embeddings (dim >= 2) only, never on biases, gains and
     scalars. 'muon': Muon for the hidden matrices (everything of dim >= 2 outside the embeddings and head), AdamW for
@@ -140,7 +151,7 @@ def configure_optimizers(model, weight_decay, learning_rate, betas, device_type,
     if hidden:
         # weight decay 0: Muon's orthogonalised updates keep the weights' scale bounded without it (nanochat)
         optimizers.append(Muon(hidden, lr=muon_learning_rate, momentum=muon_momentum, ns_steps=muon_ns_steps,
-                               normuon=muon_normuon))
+                               normuon=muon_normuon, polar_express=muon_polar_express))
     for opt in optimizers:
         for group in opt.param_groups:
             group["base_lr"] = group["lr"]

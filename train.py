@@ -95,6 +95,7 @@ muon_momentum = 0.95
 muon_momentum_warmup = 0  # muon: iterations over which its momentum rises from 0.85 to muon_momentum
 muon_ns_steps = 5  # muon: Newton-Schulz iterations per step
 muon_normuon = False  # muon: NorMuon's step per row, from a running mean square of the update (nanochat's Muon)
+muon_polar_express = False  # muon: Polar Express's coefficient per Newton-Schulz step (nanochat's), not Jordan's
 max_iters = 5000
 weight_decay = 0.1
 beta1 = 0.9
@@ -170,7 +171,7 @@ print(f"{model}: {raw_model.num_params() / 1e6:.2f}M parameters "
       f"({raw_model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding)")
 optimizers = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer,
                                             muon_learning_rate, muon_momentum, embedding_lr, head_lr, scalar_lr,
-                                            muon_ns_steps, muon_normuon)
+                                            muon_ns_steps, muon_normuon, muon_polar_express)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 gradients need loss scaling
 if start.weights is not None:
     load_state(raw_model, start.weights, start.source)

@@ -147,6 +147,20 @@ def test_batched_orthogonalisation_equals_each_matrix_alone():
     assert not torch.allclose(batched[0], newton_schulz_float64(G[1], 5), atol=1e-2)  # the control
 
 
+def test_polar_express_ends_nearer_orthogonal_in_the_same_steps():
+    """Polar Express's per-step coefficients leave the singular values nearer 1 than Jordan's quintic in 5 steps
+    (the reason to use them), and still orthogonalise: the same U V^T direction."""
+    torch.manual_seed(0)
+    G = torch.randn(4, 64, 256) * torch.logspace(-3, 0, 256)  # singular values spread over three decades
+    jordan, polar = orthogonalize(G, 5), orthogonalize(G, 5, polar_express=True)
+    off = {name: (torch.linalg.svdvals(X) - 1).abs().mean() for name, X in (("jordan", jordan), ("polar", polar))}
+    assert off["polar"] < 0.6 * off["jordan"], off
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    cosine = (polar * (U @ Vh)).sum(dim=(-2, -1)) / (polar.norm(dim=(-2, -1)) * (U @ Vh).norm(dim=(-2, -1)))
+    assert (cosine > 0.95).all(), cosine
+    assert off["jordan"] > 0.1  # the control: Jordan's quintic leaves them spread
+
+
 def test_our_muon_steps_as_torch_optim_muon(monkeypatch):
     # matrices of one shape stepped together, and a (3, 8, 16) stack as three matrices, move exactly as
     # torch.optim.Muon moves each matrix alone (both in bfloat16, torch's precision)
