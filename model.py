@@ -210,9 +210,47 @@ def rope_cos_sin(positions, dim, theta):
 
 def apply_rope(x, cos, sin):
     """Rotate each pair (x[2i], x[2i+1]) of x (..., T, dim) by its position's angle. In x's dtype: half-size
-    temporaries matter at BDH's widths, and bf16 rounds the rotation as it rounds x itself."""
+    temporaries matter at BDH's widths, and bf16 rounds the rotation as it rounds x itself. On a CPU in float32,
+    one complex product per pair (rotate_pairs): the same numbers, 8-13% of a GPT training step faster at width 128
+    (BENCHMARKS.md); elsewhere the real formula, which torch.compile fuses (it makes no code for complex numbers)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return rotate_pairs(x, cos[..., 0::2], sin[..., 0::2])
     x_rot = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)  # (-x1, x0, -x3, x2, ...)
     return x * cos.to(x.dtype) + x_rot * sin.to(x.dtype)
+
+
+def rotate_pairs(x, cos, sin):
+    """apply_rope for float32/float64 x (..., T, dim) with cos and sin (..., T, dim / 2), one per pair: one complex
+    product (x0 + i x1) * (cos + i sin), one pass forward and one backward where the real formula (slices, stack,
+    two products, a sum) makes several."""
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (..., T, dim / 2), a view: pairs are adjacent
+    return torch.view_as_real(pairs * torch.complex(cos, sin).to(pairs.dtype)).flatten(-2)
+
+
+class RMSNormCPU(torch.autograd.Function):
+    """F.rms_norm's arithmetic, its backward written out: on a CPU, torch's rms_norm kernel and autograd's
+    backward through it took 2.0-2.4 ms at (32, 64, 128) where these few passes take 0.7-1.2 (BENCHMARKS.md)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        r = torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)  # (..., 1): 1 / RMS
+        xhat = x * r
+        ctx.save_for_backward(xhat, weight, r)
+        return xhat if weight is None else xhat * weight
+
+    @staticmethod
+    def backward(ctx, dy):
+        xhat, weight, r = ctx.saved_tensors
+        dw = (dy * xhat).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
+        g = dy if weight is None else dy * weight  # the gradient at xhat
+        return (g - xhat * (g * xhat).mean(-1, keepdim=True)) * r, dw, None
+
+
+def rms_norm(x, weight=None, eps=1e-5):
+    """RMSNorm over the last dimension: RMSNormCPU on a CPU in float32, F.rms_norm elsewhere (GPU kernels, bf16)."""
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return RMSNormCPU.apply(x, weight, eps)
+    return F.rms_norm(x, x.shape[-1:], weight, eps)
 
 
 # -----------------------------------------------------------------------------
@@ -298,7 +336,7 @@ class Norm(nn.Module):
 
     def forward(self, x):
         if self.kind == "rmsnorm":
-            return F.rms_norm(x, self.weight.shape, self.weight, 1e-5)
+            return rms_norm(x, self.weight, 1e-5)
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
@@ -395,7 +433,7 @@ class CausalSelfAttention(nn.Module):
             q = apply_rope(q, *rope)
             k = apply_rope(k, *rope)
         if self.qk_norm:  # a rotation keeps the RMS: before or after rope is the same
-            q, k = F.rms_norm(q, (hs,), eps=1e-5), F.rms_norm(k, (hs,), eps=1e-5)  # Qwen3's eps: exports exactly
+            q, k = rms_norm(q, eps=1e-5), rms_norm(k, eps=1e-5)  # Qwen3's eps: exports exactly
         scale = (QK_NORM_SCALE if self.qk_norm else 1.0) / math.sqrt(hs)
         if cache is not None and T == 1:  # one new token per row: it reads the keys and values its row has
             keys, values = cache.append(self.layer, k, v)  # (B, nkv, block_size, hs)
@@ -635,15 +673,13 @@ def bdh_rope(positions, N):
 
 
 def bdh_apply_rope(x, cos, sin):
-    """apply_rope on (..., T, N) as one complex product per pair: (x0 + i x1) * (cos + i sin), one pass forward and
-    one backward where the real formula (slices, stack, two products, a sum) makes several: 4-7x faster on a CPU
-    at BDH's widths. Complex numbers exist for fp32/fp64, so half precision takes the real formula. torch.compile
-    generates no code for complex numbers and runs this product as an eager op between its kernels: on a CPU that
-    beats its kernels for the real formula, which read the pairs at stride 2 (BENCHMARKS.md)."""
+    """apply_rope on (..., T, N) with BDH's angles (T, N / 2): rotate_pairs on any device, 4-7x faster than the real
+    formula on a CPU at BDH's widths. Complex numbers exist for fp32/fp64, so half precision takes the real formula.
+    torch.compile generates no code for complex numbers and runs this product as an eager op between its kernels: on
+    a CPU that beats its kernels for the real formula, which read the pairs at stride 2 (BENCHMARKS.md)."""
     if x.dtype not in (torch.float32, torch.float64):
         return apply_rope(x, cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1))
-    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (..., T, N / 2)
-    return torch.view_as_real(pairs * torch.complex(cos, sin).to(pairs.dtype)).flatten(-2)
+    return rotate_pairs(x, cos, sin)
 
 
 class BDH(LanguageModel):

@@ -386,3 +386,49 @@ def test_the_loss_sees_only_the_real_vocabulary(variant):
     loss.backward()
     head = model.lm_head.weight if variant == "bdh" else model.wte.weight
     assert head.grad[65:].abs().sum() == 0 and head.grad[:65].abs().sum() > 0
+
+
+def test_cpu_rms_norm_computes_torch_rms_norm_and_its_gradients():
+    """model.rms_norm's hand-written backward (RMSNormCPU, the CPU's fast path) against F.rms_norm's autograd, with
+    and without a gain; the control: the backward without its mean term is wrong."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 16, dtype=torch.float32) * 3
+    w = torch.rand(16) + 0.5
+    dy = torch.randn(3, 7, 16)
+    for weight in (w, None):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        wa = weight.clone().requires_grad_() if weight is not None else None
+        wb = weight.clone().requires_grad_() if weight is not None else None
+        ours = model_module.rms_norm(a, wa, 1e-5)
+        ref = torch.nn.functional.rms_norm(b, (16,), wb, 1e-5)
+        torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+        ours.backward(dy)
+        ref.backward(dy)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+        if weight is not None:
+            torch.testing.assert_close(wa.grad, wb.grad, rtol=1e-5, atol=1e-5)
+    a = x.clone().requires_grad_()
+    model_module.rms_norm(a, w, 1e-5).backward(dy)
+    no_mean_term = dy * w * torch.rsqrt(x.square().mean(-1, keepdim=True) + 1e-5)  # as if 1/RMS did not depend on x
+    assert not torch.allclose(no_mean_term, a.grad, atol=1e-3)
+
+
+def test_cpu_rope_is_the_real_rotation():
+    """apply_rope's complex product on a CPU turns each pair (x[2i], x[2i+1]) as the real formula does (the form a GPU
+    runs, and the one GPT exports to transformers and llama.cpp assume), values and gradients; the control: the
+    other pairing, (x[i], x[i + dim/2]), differs."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 8, 3, 4, 16).select(3, 1)  # (B, T, nh, hs) taken from a wider buffer: strided, as in attention
+    q = q.transpose(1, 2)  # (B, nh, T, hs)
+    cos, sin = model_module.rope_cos_sin(torch.arange(8), 16, 10000.0)
+    real = lambda x: x * cos + torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2) * sin  # noqa: E731
+    a, b = q.clone().requires_grad_(), q.clone().requires_grad_()
+    ours, ref = model_module.apply_rope(a, cos, sin), real(b)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    dy = torch.randn_like(ref)
+    ours.backward(dy)
+    ref.backward(dy)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)
+    x1, x2 = q[..., :8], q[..., 8:]
+    halves = torch.cat([x1 * cos[..., ::2] - x2 * sin[..., ::2], x1 * sin[..., ::2] + x2 * cos[..., ::2]], -1)
+    assert not torch.allclose(halves, ours, atol=1e-2)
