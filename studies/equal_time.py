@@ -26,7 +26,8 @@ The nanoGPT reference (NanoGPT below) is nanoGPT's model.py and train.py loop as
 (for char data nanoGPT's: the characters, without our end-of-text), AdamW (lr 1e-3, beta2 0.99, weight decay 0.1
 on matrices), warmup 100, cosine to 1e-4, random windows. The nanochat reference is studies/nanochat_ref.py at
 the same shape, on the same random windows, in settings scaling:batch ("nanochat:32": its scaling rules, 32
-sequences of block_size; "none:16": its reference rates as they are, 16 sequences).
+sequences of block_size; "none:16": its reference rates as they are, 16 sequences; "none:32:epoch": in train.py's
+epoch order, each window once a pass, as the recipe's configs now read data).
 """
 
 import concurrent.futures
@@ -61,7 +62,8 @@ dataset = "data/shakespeare_char"
 config = "config/shakespeare_char.py"  # the variants' base file (nanoGPT's shape); variants override it
 variants = "today,recipe"  # expressions of PIECES (today+trapezoid, recipe-zero_init), 'config' (the config file as
 # it is), or name=expression:--key=value;--key=value
-nanochat = "none:32"  # nanochat reference runs, scaling:sequences each ('nanochat' rules or 'none'); '' for none
+nanochat = "none:32"  # nanochat reference runs, scaling:sequences[:epoch] each ('nanochat' rules or 'none'; epoch:
+# train.py's epoch order instead of random windows); '' for none
 reference_iters = 2000  # nanoGPT's iterations: their wall time (or tokens) is every variant's budget
 reference_run = True  # train nanoGPT for its val loss (False: time it only, to set the variants' iterations)
 equal = "time"  # 'time': nanoGPT's wall time; 'tokens': nanoGPT's tokens
@@ -85,7 +87,8 @@ NANOGPT = ["--learning_rate=1e-3", "--min_lr=1e-4", "--beta2=0.99", "--warmup_it
            # the recipe's keys off, whatever the config file sets: a variant is nanoGPT plus its PIECES
            "--qk_norm=False", "--tie_embeddings=True", "--zero_init=False", "--logit_softcap=0.0", "--x0_skip=False",
            "--value_embeds=False", "--lr_schedule=cosine", "--muon_momentum_warmup=0", "--embedding_lr=0.0",
-           "--head_lr=0.0", "--scalar_lr=0.0", "--beta1=0.9", "--muon_normuon=False"]
+           "--head_lr=0.0", "--scalar_lr=0.0", "--beta1=0.9", "--muon_normuon=False",
+           "--muon_polar_express=False"]
 # what the study adds to (or takes from) a recipe, one technique each
 PIECES = {
     "muon": ["--optimizer=muon", "--muon_learning_rate=0.02"],
@@ -102,6 +105,9 @@ PIECES = {
     "trapezoid": ["--lr_schedule=trapezoid", "--warmdown_fraction=0.65", "--warmup_iters=20", "--min_lr=0.0"],
     "momentum_warmup": ["--muon_momentum_warmup=300"],
     "normuon": ["--muon_normuon=True"],
+    "polar": ["--muon_polar_express=True"],
+    "head8": ["--head_lr=0.008"],  # nanochat's head rate
+    "warmup5": ["--warmup_iters=5"],  # after the trapezoid's, which sets 20
     "adam_groups": ["--learning_rate=3e-3", "--embedding_lr=0.05", "--head_lr=0.004", "--scalar_lr=0.01",
                     "--beta1=0.8", "--beta2=0.95", "--weight_decay=0.0"],
     "batch32": ["--batch_size=32"],
@@ -116,13 +122,17 @@ BASES = {
     "today": ["muon"],  # config/shakespeare_char.py before this study: Muon on nanoGPT's GPT
     "recipe": ["muon", "rope", "rmsnorm", "relu2", "qk_norm", "untied", "zero_init", "softcap", "x0_skip",
                "value_embeds", "trapezoid", "momentum_warmup", "adam_groups", "batch32"],
-    # config/shakespeare_char.py: the recipe with NorMuon, without zero-init (the study's last table)
+    # config/shakespeare_char.py: the recipe with NorMuon, Polar Express and the epoch order, without zero-init
     "final": ["muon", "rope", "rmsnorm", "relu2", "qk_norm", "untied", "softcap", "x0_skip", "value_embeds",
-              "trapezoid", "momentum_warmup", "normuon", "adam_groups", "batch32"],
+              "trapezoid", "momentum_warmup", "normuon", "polar", "adam_groups", "batch32", "epoch"],
     # the recipe less what transformers and llama.cpp have no form for (softcap, x0_skip, value_embeds, relu2):
     # what the TinyStories GPT configs train, so their runs export (Qwen3's blocks: Llama's with QK-norm)
     "exportable": ["muon", "rope", "rmsnorm", "swiglu", "qk_norm", "untied", "zero_init", "trapezoid",
                    "momentum_warmup", "adam_groups", "batch32"],
+    # the TinyStories GPT configs at this shape: exportable with NorMuon, Polar Express, nanochat's head rate, a
+    # 5-iteration warmup and the epoch order, without zero-init
+    "tinystories": ["muon", "rope", "rmsnorm", "swiglu", "qk_norm", "untied", "trapezoid", "momentum_warmup",
+                    "normuon", "polar", "adam_groups", "batch32", "head8", "warmup5", "epoch"],
 }
 
 
@@ -234,16 +244,18 @@ def get_batch(data, batch_size, T=64):
 
 def nanochat_run(data_dir, meta, iters, setting, timed=False, seed=1337):
     """nanochat's model, optimizer and schedule (studies/nanochat_ref.py) for iters steps of its batch, on random
-    windows; setting is 'scaling:sequences'. With timed: a step function for timing instead."""
-    scaling, batch = setting.split(":")
+    windows, or with 'scaling:sequences:epoch' in train.py's epoch order (each window once a pass, as nanochat's
+    own loader reads its data); setting is 'scaling:sequences'. With timed: a step function for timing instead."""
+    scaling, batch, order = (setting + ":random").split(":")[:3]
     torch.manual_seed(seed)
     train = np.memmap(os.path.join(data_dir, "train.bin"), dtype=np.uint16, mode="r")
+    loader = BatchLoader(os.path.join(data_dir, "train.bin"), meta, int(batch), 64, seed=seed, sampling=order)
     model = nanochat_ref.NanoChat(meta["vocab_size"], 64, 4, 4, 128)
     opt = nanochat_ref.setup_optimizer(model, int(batch) * 64, max(1, iters) * int(batch) * 64, scaling)
 
     def step(it):
         nanochat_ref.schedule(opt, it, iters)
-        _, loss = model(*get_batch(train, int(batch)))
+        _, loss = model(*(get_batch(train, int(batch)) if order == "random" else loader.next_batch()))
         loss.backward()
         opt.step()
         model.zero_grad(set_to_none=True)
@@ -281,7 +293,7 @@ def our_step(args, data_dir, meta):
     opts = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]), "cpu",
                                       cfg["optimizer"], cfg["muon_learning_rate"], cfg["muon_momentum"],
                                       cfg["embedding_lr"], cfg["head_lr"], cfg["scalar_lr"], cfg["muon_ns_steps"],
-                                      cfg["muon_normuon"])
+                                      cfg["muon_normuon"], cfg["muon_polar_express"])
     loader = BatchLoader(os.path.join(data_dir, "train.bin"), meta, cfg["batch_size"], cfg["block_size"], seed=0,
                          sampling=cfg["sampling"])
     stages = parse_block_size_schedule(cfg["block_size_schedule"], cfg["block_size"])
@@ -422,7 +434,7 @@ if __name__ == "__main__":
         raise SystemExit(0)
     n_threads = max(1, (threads or torch.get_num_threads()) // jobs)
     job_list = []
-    for seed in map(int, seeds.split(",")):
+    for seed in map(int, filter(None, seeds.split(","))):  # "1338,": one seed (a bare number is not text)
         if reference_run:
             job_list.append(("nanogpt", "nanogpt", None, iters["nanogpt"], seed, n_threads))
         job_list += [(f"nanochat {s}", "nanochat", s, iters[f"nanochat {s}"], seed, n_threads) for s in settings]
