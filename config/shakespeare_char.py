@@ -1,6 +1,6 @@
 # nanoGPT's shakespeare_char at its CPU shape (4 layers, 4 heads, width 128, block 64) with the small-model recipe
 # the equal-time study in BENCHMARKS.md chose: nanochat's and modded-nanogpt's blocks, Muon set up as they set it,
-# a trapezoid schedule and 32 sequences a step. 500 iterations take about nanoGPT's 2,000 iterations' time on a CPU.
+# a trapezoid schedule and 32 sequences a step. 550 iterations take about nanoGPT's 2,000 iterations' time on a CPU.
 # python prepare.py --input=../shared/data/tinyshakespeare/input.txt --tokenizer=char --val_fraction=0.1 \
 #     --out_dir=data/shakespeare_char
 # python train.py config/shakespeare_char.py
@@ -13,6 +13,7 @@ n_head = 4
 n_embd = 128
 block_size = 64
 batch_size = 32  # 2,048 tokens a step: fewer, better steps than nanoGPT's 768 in the same time (the study's batch rows)
+sampling = "epoch"  # each window once a pass: 550 steps are 1.1 passes, in which random windows leave a third unseen
 dropout = 0.0
 bias = False
 # the blocks: rope + rmsnorm, QK-norm, ReLU^2 MLP, an untied head, soft-capped logits, the embedding x0 mixed into
@@ -30,6 +31,7 @@ value_embeds = True
 # AdamW for the rest, a rate per group
 optimizer = "muon"
 muon_normuon = True
+muon_polar_express = True  # Polar Express's Newton-Schulz coefficients (nanochat's Muon)
 muon_learning_rate = 0.02
 muon_momentum_warmup = 300
 learning_rate = 3e-3  # AdamW's for hidden matrices it holds (none under Muon) and the default of the three below
@@ -45,8 +47,8 @@ lr_schedule = "trapezoid"
 warmdown_fraction = 0.65
 warmup_iters = 20
 min_lr = 0.0
-max_iters = 500
-lr_decay_iters = 500
+max_iters = 550
+lr_decay_iters = 550
 eval_interval = 125
 eval_iters = 20
 log_interval = 25
