@@ -209,12 +209,18 @@ def rope_cos_sin(positions, dim, theta):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate each pair (x[2i], x[2i+1]) of x (..., T, dim) by its position's angle. In x's dtype: half-size
-    temporaries matter at BDH's widths, and bf16 rounds the rotation as it rounds x itself. On a CPU in float32,
-    one complex product per pair (rotate_pairs): the same numbers, 8-13% of a GPT training step faster at width 128
-    (BENCHMARKS.md); elsewhere the real formula, which torch.compile fuses (it makes no code for complex numbers)."""
+    """Rotate each pair (x[2i], x[2i+1]) of x (..., T, dim) by its position's angle. On a CPU in float32, one
+    complex product per pair (rotate_pairs): the same numbers, faster (with RMSNormCPU, about 10% of a GPT training
+    step at width 128: BENCHMARKS.md); elsewhere the real formula, which torch.compile fuses (it makes no code for
+    complex numbers)."""
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         return rotate_pairs(x, cos[..., 0::2], sin[..., 0::2])
+    return rotate_pairs_real(x, cos, sin)
+
+
+def rotate_pairs_real(x, cos, sin):
+    """apply_rope's real formula, cos and sin (..., T, dim) with a pair's angle twice. In x's dtype: half-size
+    temporaries matter at BDH's widths, and bf16 rounds the rotation as it rounds x itself."""
     x_rot = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)  # (-x1, x0, -x3, x2, ...)
     return x * cos.to(x.dtype) + x_rot * sin.to(x.dtype)
 
@@ -228,8 +234,8 @@ def rotate_pairs(x, cos, sin):
 
 
 class RMSNormCPU(torch.autograd.Function):
-    """F.rms_norm's arithmetic, its backward written out: on a CPU, torch's rms_norm kernel and autograd's
-    backward through it took 2.0-2.4 ms at (32, 64, 128) where these few passes take 0.7-1.2 (BENCHMARKS.md)."""
+    """F.rms_norm's arithmetic, its backward written out: on a CPU, torch's rms_norm kernel and autograd's backward
+    through it are slower than these few passes (with rotate_pairs, about 10% of a training step: BENCHMARKS.md)."""
 
     @staticmethod
     def forward(ctx, x, weight, eps):
@@ -678,7 +684,7 @@ def bdh_apply_rope(x, cos, sin):
     torch.compile generates no code for complex numbers and runs this product as an eager op between its kernels: on
     a CPU that beats its kernels for the real formula, which read the pairs at stride 2 (BENCHMARKS.md)."""
     if x.dtype not in (torch.float32, torch.float64):
-        return apply_rope(x, cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1))
+        return rotate_pairs_real(x, cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1))
     return rotate_pairs(x, cos, sin)
 
 

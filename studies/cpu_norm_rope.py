@@ -47,10 +47,6 @@ def torch_rms_norm(x, weight=None, eps=1e-5):
     return F.rms_norm(x, x.shape[-1:], weight, eps)
 
 
-def real_rope(x, cos, sin):
-    return x * cos + torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2) * sin
-
-
 def step():
     _, loss = model(x, y)
     loss.backward()
@@ -60,7 +56,7 @@ def step():
         opt.zero_grad(set_to_none=True)
 
 
-forms = {"torch": (torch_rms_norm, real_rope), "ours": ours}
+forms = {"torch": (torch_rms_norm, model_module.rotate_pairs_real), "ours": ours}
 ms = {name: [] for name in forms}
 for _ in range(rounds):
     for name, (norm, rope) in forms.items():

@@ -243,19 +243,23 @@ def get_batch(data, batch_size, T=64):
 
 
 def nanochat_run(data_dir, meta, iters, setting, timed=False, seed=1337):
-    """nanochat's model, optimizer and schedule (studies/nanochat_ref.py) for iters steps of its batch, on random
-    windows, or with 'scaling:sequences:epoch' in train.py's epoch order (each window once a pass, as nanochat's
-    own loader reads its data); setting is 'scaling:sequences'. With timed: a step function for timing instead."""
+    """nanochat's model, optimizer and schedule (studies/nanochat_ref.py) for iters steps of its batch; setting is
+    'scaling:sequences' (random windows) or 'scaling:sequences:epoch' (train.py's epoch order, each window once a
+    pass, as nanochat's own loader reads its data). With timed: a step function for timing instead."""
     scaling, batch, order = (setting + ":random").split(":")[:3]
     torch.manual_seed(seed)
-    train = np.memmap(os.path.join(data_dir, "train.bin"), dtype=np.uint16, mode="r")
-    loader = BatchLoader(os.path.join(data_dir, "train.bin"), meta, int(batch), 64, seed=seed, sampling=order)
+    path = os.path.join(data_dir, "train.bin")
+    if order == "random":
+        train = np.memmap(path, dtype=np.uint16, mode="r")
+        next_batch = lambda: get_batch(train, int(batch))  # noqa: E731
+    else:
+        next_batch = BatchLoader(path, meta, int(batch), 64, seed=seed, sampling=order).next_batch
     model = nanochat_ref.NanoChat(meta["vocab_size"], 64, 4, 4, 128)
     opt = nanochat_ref.setup_optimizer(model, int(batch) * 64, max(1, iters) * int(batch) * 64, scaling)
 
     def step(it):
         nanochat_ref.schedule(opt, it, iters)
-        _, loss = model(*(get_batch(train, int(batch)) if order == "random" else loader.next_batch()))
+        _, loss = model(*next_batch())
         loss.backward()
         opt.step()
         model.zero_grad(set_to_none=True)
